@@ -1,0 +1,538 @@
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    Global,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel,
+        generated::{
+            bpf_probe_read_kernel as raw_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
+            bpf_send_signal,
+        },
+    },
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use cniscope_ebpf::*;
+
+const SIGSTOP: u32 = 19;
+
+#[unsafe(no_mangle)]
+static OFFSETS: Global<Offsets> = Global::new(Offsets {
+    magic: 0,
+    task_pid: 0,
+    task_tgid: 0,
+    task_real_parent: 0,
+    task_nsproxy: 0,
+    task_mm: 0,
+    task_signal: 0,
+    task_exit_code: 0,
+    nsproxy_net_ns: 0,
+    net_ns_inum: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    mm_env_start: 0,
+    mm_env_end: 0,
+    signal_live: 0,
+    tp_exec_filename: 0,
+    tp_enter_fd: 0,
+    tp_enter_buf: 0,
+    tp_exit_ret: 0,
+    _pad0: 0,
+});
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+#[map(name = "TRACKED")]
+static TRACKED: LruHashMap<u32, Tracked> = LruHashMap::with_max_entries(16384, 0);
+
+#[map(name = "HELD")]
+static HELD: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+
+#[map(name = "PENDING_IO")]
+static PENDING_IO: LruHashMap<u64, PendingIo> = LruHashMap::with_max_entries(16384, 0);
+
+#[map(name = "CONTROL")]
+static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS, 0);
+
+/// Room to search the environment without touching the ring buffer for non-CNI execs.
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<[u8; MAX_ENV + 16]> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn count(idx: u32, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, programs do not nest on one CPU for these tracepoints.
+        unsafe { *p += n };
+    }
+}
+
+/// Reads a `T` at `base + off` from kernel memory; zero when unreadable.
+#[inline(always)]
+unsafe fn kread<T: Copy + Default>(base: u64, off: u32) -> T {
+    // SAFETY: bpf_probe_read_kernel checks the address; a fault returns an error.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.unwrap_or_default()
+}
+
+#[inline(always)]
+fn offsets() -> Option<Offsets> {
+    let o = OFFSETS.load();
+    if o.magic == OFFSETS_MAGIC { Some(o) } else { None }
+}
+
+// ---------------------------------------------------------------------------------------------
+// exec
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn cniscope_exec(ctx: TracePointContext) -> u32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+/// Searches `buf[..len]` for a variable that starts with `CNI_COMMAND=`. When `tail` is set the
+/// window starts in the middle of the block, so offset 0 is not a variable start.
+#[inline(always)]
+fn has_cni_command(buf: &[u8; MAX_ENV + 16], len: usize, tail: bool) -> bool {
+    let mut prev: u8 = if tail { 1 } else { 0 };
+    let mut i = 0usize;
+    while i < MAX_ENV {
+        if i + 12 > len {
+            return false;
+        }
+        let c = buf[i];
+        if prev == 0 && c == b'C' {
+            let mut ok = true;
+            let mut k = 1;
+            while k < 8 {
+                if buf[i + k] != CNI_COMMAND_HEAD[k] {
+                    ok = false;
+                    break;
+                }
+                k += 1;
+            }
+            if ok
+                && buf[i + 8] == CNI_COMMAND_TAIL[0]
+                && buf[i + 9] == CNI_COMMAND_TAIL[1]
+                && buf[i + 10] == CNI_COMMAND_TAIL[2]
+                && buf[i + 11] == CNI_COMMAND_TAIL[3]
+            {
+                return true;
+            }
+        }
+        prev = c;
+        i += 1;
+    }
+    false
+}
+
+fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let off = offsets().ok_or(0i64)?;
+    count(C_EXEC_SEEN, 1);
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    let pid = id as u32;
+    // SAFETY: the helper returns the current task pointer; it is only dereferenced through
+    // bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() };
+    let mm: u64 = unsafe { kread(task, off.task_mm) };
+    if mm == 0 {
+        return Ok(());
+    }
+    let env_start: u64 = unsafe { kread(mm, off.mm_env_start) };
+    let env_end: u64 = unsafe { kread(mm, off.mm_env_end) };
+    let env_total = env_end.saturating_sub(env_start);
+    let tail = env_total > MAX_ENV as u64;
+    let env_len = if tail { MAX_ENV as u64 } else { env_total };
+
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU scratch owned by this program for its run.
+    let scratch = unsafe { &mut *scratch };
+    let mut found = false;
+    if env_len >= 12 {
+        let n = (env_len as u32) & (MAX_ENV as u32 * 2 - 1);
+        if n as usize <= MAX_ENV {
+            // SAFETY: n <= MAX_ENV < scratch size; the helper validates the user address.
+            let r = unsafe {
+                bpf_probe_read_user(
+                    scratch.as_mut_ptr() as *mut c_void,
+                    n,
+                    (env_end - env_len) as *const c_void,
+                )
+            };
+            if r == 0 {
+                found = has_cni_command(scratch, n as usize, tail);
+            } else {
+                count(C_READ_FAULT, 1);
+            }
+        }
+    }
+
+    let prev = unsafe { TRACKED.get(&tgid) }.copied();
+    if !found && prev.is_none() {
+        return Ok(());
+    }
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let role = if found { ROLE_PLUGIN } else { ROLE_CHILD };
+    let t = Tracked {
+        role,
+        exec_ts_ns: now,
+        ..Tracked::default()
+    };
+    if TRACKED.insert(&tgid, &t, 0).is_err() {
+        count(C_TRACKED_FULL, 1);
+    }
+
+    let mut flags = 0u32;
+    if found {
+        count(C_CNI_EXEC, 1);
+        if tail {
+            flags |= EXEC_F_ENV_TAIL;
+        }
+        let ctl = CONTROL.get(0).copied().unwrap_or_default();
+        if ctl.hooks_live == 0 {
+            let fresh = now.saturating_sub(ctl.heartbeat_ns) < ctl.heartbeat_max_age_ns;
+            if ctl.hold_enabled == 1 && fresh && HELD.insert(&tgid, &now, 0).is_ok() {
+                // Stop before the submit: the agent may resume the process as soon as it reads
+                // the event, and a SIGCONT must never overtake the SIGSTOP.
+                // SAFETY: signals the current process, which is in exec and not a kernel thread.
+                unsafe { bpf_send_signal(SIGSTOP) };
+                flags |= EXEC_F_HELD;
+                count(C_HELD, 1);
+            } else {
+                flags |= EXEC_F_UNHELD;
+                count(C_UNHELD, 1);
+            }
+        }
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count(C_LOST_EXEC, 1);
+        return Ok(());
+    };
+    // SAFETY: the entry is a fresh ring-buffer reservation of size_of::<ExecEvent>(); every
+    // field written below is plain data.
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.hdr = Header {
+        kind: EV_EXEC,
+        flags,
+        ts_ns: now,
+        pid,
+        tgid,
+    };
+    let parent: u64 = unsafe { kread(task, off.task_real_parent) };
+    ev.ppid = unsafe { kread::<u32>(parent, off.task_tgid) };
+    let nsproxy: u64 = unsafe { kread(task, off.task_nsproxy) };
+    let net: u64 = unsafe { kread(nsproxy, off.nsproxy_net_ns) };
+    ev.netns = unsafe { kread::<u32>(net, off.net_ns_inum) };
+    ev.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    ev.role = role;
+    ev.uid = bpf_get_current_uid_gid() as u32;
+    ev._pad0 = 0;
+    ev.comm = bpf_get_current_comm().unwrap_or_default();
+
+    // Executable path, from the tracepoint's __data_loc field.
+    let loc: u32 = unsafe { ctx.read_at::<u32>(off.tp_exec_filename as usize) }.unwrap_or(0);
+    let fname = (ctx_ptr(ctx) + (loc & 0xffff) as u64) as *const c_void;
+    // SAFETY: the destination is the event's own array; the helper bounds the copy.
+    let r = unsafe {
+        bpf_probe_read_kernel_str(
+            ev.filename.as_mut_ptr() as *mut c_void,
+            MAX_FILENAME as u32,
+            fname,
+        )
+    };
+    ev.filename_len = if r > 0 { (r - 1) as u32 } else { 0 };
+
+    let arg_start: u64 = unsafe { kread(mm, off.mm_arg_start) };
+    let arg_end: u64 = unsafe { kread(mm, off.mm_arg_end) };
+    let argv_total = arg_end.saturating_sub(arg_start);
+    let mut argv_len = argv_total;
+    if argv_len > MAX_ARGV as u64 {
+        argv_len = MAX_ARGV as u64;
+        ev.hdr.flags |= EXEC_F_ARGV_CUT;
+    }
+    ev.argv_total = argv_total as u32;
+    let a = (argv_len as u32) & (MAX_ARGV as u32 * 2 - 1);
+    if a > 0 && a as usize <= MAX_ARGV {
+        // SAFETY: a <= MAX_ARGV, the size of the destination.
+        let r = unsafe {
+            bpf_probe_read_user(ev.argv.as_mut_ptr() as *mut c_void, a, arg_start as *const c_void)
+        };
+        ev.argv_len = if r == 0 { a } else { 0 };
+    } else {
+        ev.argv_len = 0;
+    }
+
+    ev.env_total = env_total as u32;
+    ev.env_len = 0;
+    if found {
+        let n = (env_len as u32) & (MAX_ENV as u32 * 2 - 1);
+        if n as usize <= MAX_ENV {
+            // SAFETY: copies the scratch window searched above; n <= MAX_ENV on both sides.
+            let r = unsafe {
+                raw_read_kernel(
+                    ev.env.as_mut_ptr() as *mut c_void,
+                    n,
+                    scratch.as_ptr() as *const c_void,
+                )
+            };
+            if r == 0 {
+                ev.env_len = n;
+            }
+        }
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+#[inline(always)]
+fn ctx_ptr(ctx: &TracePointContext) -> u64 {
+    use aya_ebpf::EbpfContext;
+    ctx.as_ptr() as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// fork
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn cniscope_fork(ctx: RawTracePointContext) -> i32 {
+    let _ = try_fork(&ctx);
+    0
+}
+
+fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if unsafe { TRACKED.get(&parent_tgid) }.is_none() {
+        return Ok(());
+    }
+    let off = offsets().ok_or(0i64)?;
+    let child: u64 = ctx.arg::<u64>(1);
+    let child_pid: u32 = unsafe { kread(child, off.task_pid) };
+    let child_tgid: u32 = unsafe { kread(child, off.task_tgid) };
+    if child_pid != child_tgid || child_pid == 0 {
+        return Ok(()); // a new thread, not a new process
+    }
+    let t = Tracked {
+        role: ROLE_CHILD,
+        ..Tracked::default()
+    };
+    if TRACKED.insert(&child_tgid, &t, 0).is_err() {
+        count(C_TRACKED_FULL, 1);
+    }
+    let ev = ForkEvent {
+        hdr: Header {
+            kind: EV_FORK,
+            flags: 0,
+            ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+            pid: child_pid,
+            tgid: child_tgid,
+        },
+        parent_tgid,
+        _pad0: 0,
+    };
+    if EVENTS.output::<ForkEvent>(&ev, 0).is_err() {
+        count(C_LOST_FORK, 1);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// exit
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn cniscope_exit(_ctx: TracePointContext) -> u32 {
+    let _ = try_exit();
+    0
+}
+
+fn try_exit() -> Result<(), i64> {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    let Some(t) = (unsafe { TRACKED.get(&tgid) }).copied() else {
+        return Ok(());
+    };
+    let off = offsets().ok_or(0i64)?;
+    let task = unsafe { bpf_get_current_task() };
+    let signal: u64 = unsafe { kread(task, off.task_signal) };
+    let live: i32 = unsafe { kread(signal, off.signal_live) };
+    if live != 0 {
+        return Ok(()); // other threads of the process are still running
+    }
+    // Threads that exit together may all see live == 0: the one that removes the entry reports.
+    if TRACKED.remove(&tgid).is_err() {
+        return Ok(());
+    }
+    let _ = HELD.remove(&tgid);
+    let ev = ExitEvent {
+        hdr: Header {
+            kind: EV_EXIT,
+            flags: 0,
+            ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+            pid: id as u32,
+            tgid,
+        },
+        exit_code: unsafe { kread::<u32>(task, off.task_exit_code) },
+        role: t.role,
+        exec_ts_ns: t.exec_ts_ns,
+        captured: t.captured,
+        cut: t.cut,
+    };
+    if EVENTS.output::<ExitEvent>(&ev, 0).is_err() {
+        count(C_LOST_EXIT, 1);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// stdio (attached only while plugins run)
+
+#[tracepoint(category = "syscalls", name = "sys_enter_read")]
+pub fn cniscope_read_enter(ctx: TracePointContext) -> u32 {
+    io_enter(&ctx, true);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_write")]
+pub fn cniscope_write_enter(ctx: TracePointContext) -> u32 {
+    io_enter(&ctx, false);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_read")]
+pub fn cniscope_read_exit(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_write")]
+pub fn cniscope_write_exit(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn io_enter(ctx: &TracePointContext, read: bool) {
+    let Some(off) = offsets() else { return };
+    let fd = unsafe { ctx.read_at::<u64>(off.tp_enter_fd as usize) }.unwrap_or(u64::MAX);
+    let wanted = if read { fd == 0 } else { fd == 1 || fd == 2 };
+    if !wanted {
+        return;
+    }
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    match unsafe { TRACKED.get(&tgid) } {
+        Some(t) if t.role == ROLE_PLUGIN => {}
+        _ => return,
+    }
+    let buf = unsafe { ctx.read_at::<u64>(off.tp_enter_buf as usize) }.unwrap_or(0);
+    let p = PendingIo {
+        buf,
+        fd: fd as u32,
+        _pad0: 0,
+    };
+    let _ = PENDING_IO.insert(&id, &p, 0);
+}
+
+#[inline(always)]
+fn io_exit(ctx: &TracePointContext) {
+    let id = bpf_get_current_pid_tgid();
+    let Some(p) = (unsafe { PENDING_IO.get(&id) }).copied() else {
+        return;
+    };
+    let _ = PENDING_IO.remove(&id);
+    let Some(off) = offsets() else { return };
+    let ret = unsafe { ctx.read_at::<i64>(off.tp_exit_ret as usize) }.unwrap_or(0);
+    if ret <= 0 {
+        return;
+    }
+    emit_chunks(id, p.fd, p.buf, ret as u64);
+}
+
+#[inline(always)]
+fn emit_chunks(id: u64, fd: u32, buf: u64, total: u64) {
+    let tgid = (id >> 32) as u32;
+    let fdi = (fd & 3) as usize;
+    if fdi > 2 {
+        return;
+    }
+    let Some(t) = TRACKED.get_ptr_mut(&tgid) else {
+        return;
+    };
+    // SAFETY: map value pointer valid for this program run; concurrent writers to one stream
+    // of one process are not expected (a plugin reads stdin and writes stdout from one thread at
+    // a time), and a lost update only skews a counter.
+    let t = unsafe { &mut *t };
+    let mut done: u64 = 0;
+    let mut i = 0;
+    while i < MAX_CHUNKS_PER_CALL {
+        i += 1;
+        if done >= total {
+            break;
+        }
+        let captured = t.captured[fdi];
+        if captured >= STREAM_CAP {
+            break;
+        }
+        let mut n = total - done;
+        if n > CHUNK as u64 {
+            n = CHUNK as u64;
+        }
+        if captured + n > STREAM_CAP {
+            n = STREAM_CAP - captured;
+        }
+        let Some(mut entry) = EVENTS.reserve::<StdioEvent>(0) else {
+            count(C_LOST_STDIO, 1);
+            break;
+        };
+        // SAFETY: fresh reservation of size_of::<StdioEvent>().
+        let ev = unsafe { &mut *entry.as_mut_ptr() };
+        let n32 = (n as u32) & (CHUNK as u32 * 2 - 1);
+        if n32 == 0 || n32 as usize > CHUNK {
+            entry.discard(0);
+            break;
+        }
+        // SAFETY: n32 <= CHUNK, the size of `data`; the helper validates the user address.
+        let r = unsafe {
+            bpf_probe_read_user(
+                ev.data.as_mut_ptr() as *mut c_void,
+                n32,
+                (buf + done) as *const c_void,
+            )
+        };
+        if r != 0 {
+            count(C_READ_FAULT, 1);
+            entry.discard(0);
+            break;
+        }
+        ev.hdr = Header {
+            kind: EV_STDIO,
+            flags: 0,
+            ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+            pid: id as u32,
+            tgid,
+        };
+        ev.fd = fdi as u32;
+        ev.len = n32;
+        ev.offset = captured;
+        entry.submit(0);
+        t.captured[fdi] = captured + n32 as u64;
+        done += n32 as u64;
+        count(C_STDIO_BYTES, n32 as u64);
+    }
+    if done < total {
+        t.cut[fdi] += total - done;
+        count(C_CUT_BYTES, total - done);
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
