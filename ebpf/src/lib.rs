@@ -34,7 +34,7 @@ pub const MAX_ARGV: usize = 2048;
 /// Bytes of the environment block searched for `CNI_COMMAND=` and sent with a plugin's exec:
 /// the *last* `MAX_ENV` bytes, because libcni appends the `CNI_*` variables after the
 /// runtime's own environment.
-pub const MAX_ENV: usize = 8192;
+pub const MAX_ENV: usize = 4096;
 /// Payload bytes per stdio record.
 pub const CHUNK: usize = 4096;
 /// Records one read/write may produce; bytes beyond `CHUNK * MAX_CHUNKS_PER_CALL` in a single
@@ -133,7 +133,8 @@ pub struct ExecEvent {
     /// The last `env_len` bytes of the environment block.
     pub env: [u8; MAX_ENV],
 }
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 72 + 16 + MAX_FILENAME + MAX_ARGV + MAX_ENV);
+const _: () =
+    assert!(core::mem::size_of::<ExecEvent>() == 72 + 16 + MAX_FILENAME + MAX_ARGV + MAX_ENV);
 
 /// A tracked process forked a new process (threads are not reported).
 #[repr(C)]

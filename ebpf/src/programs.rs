@@ -7,8 +7,8 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel,
         generated::{
-            bpf_probe_read_kernel as raw_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
-            bpf_send_signal,
+            bpf_probe_read_kernel as raw_read_kernel, bpf_probe_read_kernel_str,
+            bpf_probe_read_user, bpf_send_signal,
         },
     },
     macros::{map, raw_tracepoint, tracepoint},
@@ -61,9 +61,15 @@ static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS, 0);
 
-/// Room to search the environment without touching the ring buffer for non-CNI execs.
+/// Room to search the environment without touching the ring buffer for non-CNI execs. Twice
+/// `MAX_ENV` so the verifier accepts "copy n bytes, then zero from n to MAX_ENV" with variable n.
+const SCRATCH_LEN: usize = 2 * MAX_ENV + 16;
 #[map(name = "SCRATCH")]
-static SCRATCH: PerCpuArray<[u8; MAX_ENV + 16]> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Never written: a source of zeros.
+#[map(name = "ZEROS")]
+static ZEROS: Array<[u8; MAX_ENV]> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 fn count(idx: u32, n: u64) {
@@ -83,7 +89,11 @@ unsafe fn kread<T: Copy + Default>(base: u64, off: u32) -> T {
 #[inline(always)]
 fn offsets() -> Option<Offsets> {
     let o = OFFSETS.load();
-    if o.magic == OFFSETS_MAGIC { Some(o) } else { None }
+    if o.magic == OFFSETS_MAGIC {
+        Some(o)
+    } else {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -95,40 +105,32 @@ pub fn cniscope_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Searches `buf[..len]` for a variable that starts with `CNI_COMMAND=`. When `tail` is set the
-/// window starts in the middle of the block, so offset 0 is not a variable start.
+/// Searches the scratch window for a variable that starts with `CNI_COMMAND=`. Bytes past the
+/// copied environment are zero. When `tail` is set the window starts in the middle of the block,
+/// so offset 0 is not a variable start.
+///
+/// Written without data-dependent branches and over a constant length: the verifier walks every
+/// iteration, and a branch per byte leaves it thousands of pending states ("sequence of jumps is
+/// too complex") or minutes of work. Two shift registers hold the last 13 bytes of the stream.
 #[inline(always)]
-fn has_cni_command(buf: &[u8; MAX_ENV + 16], len: usize, tail: bool) -> bool {
-    let mut prev: u8 = if tail { 1 } else { 0 };
+fn has_cni_command(buf: &[u8; SCRATCH_LEN], tail: bool) -> bool {
+    // "COMMAND=" and "\0CNI_" as big-endian words of the stream.
+    const LO: u64 = u64::from_be_bytes(*b"COMMAND=");
+    const HI: u64 = u64::from_be_bytes([0, 0, 0, 0, b'C', b'N', b'I', b'_']);
+    const HI_MASK: u64 = 0xff_ffff_ffff;
+    let mut lo: u64 = if tail { u64::MAX } else { 0 };
+    let mut hi: u64 = lo;
+    let mut found: u64 = 0;
     let mut i = 0usize;
     while i < MAX_ENV {
-        if i + 12 > len {
-            return false;
-        }
-        let c = buf[i];
-        if prev == 0 && c == b'C' {
-            let mut ok = true;
-            let mut k = 1;
-            while k < 8 {
-                if buf[i + k] != CNI_COMMAND_HEAD[k] {
-                    ok = false;
-                    break;
-                }
-                k += 1;
-            }
-            if ok
-                && buf[i + 8] == CNI_COMMAND_TAIL[0]
-                && buf[i + 9] == CNI_COMMAND_TAIL[1]
-                && buf[i + 10] == CNI_COMMAND_TAIL[2]
-                && buf[i + 11] == CNI_COMMAND_TAIL[3]
-            {
-                return true;
-            }
-        }
-        prev = c;
+        hi = (hi << 8) | (lo >> 56);
+        lo = (lo << 8) | buf[i] as u64;
+        let d = (lo ^ LO) | ((hi & HI_MASK) ^ HI);
+        // 1 when d == 0, without a branch.
+        found |= ((d | d.wrapping_neg()) >> 63) ^ 1;
         i += 1;
     }
-    false
+    found != 0
 }
 
 fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
@@ -165,8 +167,22 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
                     (env_end - env_len) as *const c_void,
                 )
             };
-            if r == 0 {
-                found = has_cni_command(scratch, n as usize, tail);
+            let zeros = ZEROS.get_ptr(0);
+            let z = (MAX_ENV as u32 - n) & (MAX_ENV as u32 * 2 - 1);
+            if r == 0
+                && let Some(zeros) = zeros
+                && z as usize <= MAX_ENV
+            {
+                // SAFETY: zero the rest of the window so stale bytes of an earlier exec cannot
+                // match; n + z == MAX_ENV < SCRATCH_LEN.
+                let zr = unsafe {
+                    raw_read_kernel(
+                        scratch.as_mut_ptr().add(n as usize) as *mut c_void,
+                        z,
+                        zeros as *const c_void,
+                    )
+                };
+                found = zr == 0 && has_cni_command(scratch, tail);
             } else {
                 count(C_READ_FAULT, 1);
             }
@@ -262,7 +278,11 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if a > 0 && a as usize <= MAX_ARGV {
         // SAFETY: a <= MAX_ARGV, the size of the destination.
         let r = unsafe {
-            bpf_probe_read_user(ev.argv.as_mut_ptr() as *mut c_void, a, arg_start as *const c_void)
+            bpf_probe_read_user(
+                ev.argv.as_mut_ptr() as *mut c_void,
+                a,
+                arg_start as *const c_void,
+            )
         };
         ev.argv_len = if r == 0 { a } else { 0 };
     } else {

@@ -1,1 +1,72 @@
-fn main() {}
+//! `cniscope`: see what every CNI plugin in a chain really did.
+
+mod agent;
+mod clock;
+mod correlate;
+mod events;
+mod kernel;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cniscope",
+    version,
+    about = "eBPF-observed CNI chain introspector"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load the eBPF programs and stream what CNI plugins do as NDJSON on stdout.
+    Agent(agent::AgentArgs),
+    /// Report what this kernel offers and whether the agent can run here.
+    Doctor {
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CNISCOPE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Agent(a) => agent::run(a),
+        Cmd::Doctor { json } => {
+            let checks = kernel::doctor::run_checks();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"checks": checks, "can_run": kernel::doctor::can_run(&checks)})
+                );
+            } else {
+                kernel::doctor::print(&checks);
+            }
+            return if kernel::doctor::can_run(&checks) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cniscope: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Loading the programs: checks with clear messages, globals from BTF, the verifier's log when a
+//! program is rejected, and attaching the always-on tracepoints.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, RawTracePoint, TracePoint},
+};
+use cniscope_ebpf::{Offsets, names};
+
+use crate::kernel::{doctor, offsets, tracefs};
+
+/// The compiled programs, built by build.rs.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cniscope-ebpf"));
+
+/// Tracepoint programs: (program name, category, tracepoint).
+pub const ALWAYS_ON: &[(&str, &str, &str)] = &[
+    (names::PROG_EXEC, "sched", "sched_process_exec"),
+    (names::PROG_EXIT, "sched", "sched_process_exit"),
+];
+pub const STDIO: &[(&str, &str, &str)] = &[
+    (names::PROG_READ_EXIT, "syscalls", "sys_exit_read"),
+    (names::PROG_WRITE_EXIT, "syscalls", "sys_exit_write"),
+    (names::PROG_READ_ENTER, "syscalls", "sys_enter_read"),
+    (names::PROG_WRITE_ENTER, "syscalls", "sys_enter_write"),
+];
+
+/// Everything checked before loading: privileges, BTF, tracefs (mounted when missing), offsets.
+pub fn preflight() -> Result<(PathBuf, Offsets)> {
+    let checks = doctor::run_checks();
+    if let Some(c) = checks
+        .iter()
+        .find(|c| c.name == "privileges" && c.status == doctor::Status::Fail)
+    {
+        bail!("cniscope agent needs root: {}", c.detail);
+    }
+    let btf = offsets::load_btf()?;
+    let tfs = tracefs::ensure_mounted()?;
+    let offs = offsets::resolve(&btf, &tfs)?;
+    offsets::check_io_layout(&tfs, &offs)?;
+    Ok((tfs, offs))
+}
+
+fn explain(name: &str, e: ProgramError) -> anyhow::Error {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => anyhow::anyhow!(
+            "the kernel's verifier rejected program {name} ({io_error}). Verifier log:\n{verifier_log}"
+        ),
+        other => anyhow::Error::new(other).context(format!("loading program {name}")),
+    }
+}
+
+/// Loads the object and every program (running the verifier on each).
+pub fn load(offs: &Offsets, ringbuf_bytes: u32) -> Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new()
+        .override_global(names::OFFSETS, offs, true)
+        .map_max_entries(names::EVENTS, ringbuf_bytes)
+        .load(PROGRAMS)
+        .context("loading cniscope's eBPF object (maps and BTF)")?;
+    for (name, _, _) in ALWAYS_ON.iter().chain(STDIO) {
+        let p: &mut TracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} is missing from the object"))?
+            .try_into()?;
+        p.load().map_err(|e| explain(name, e))?;
+    }
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(names::PROG_FORK)
+        .context("fork program missing")?
+        .try_into()?;
+    p.load().map_err(|e| explain(names::PROG_FORK, e))?;
+    Ok(ebpf)
+}
+
+/// Attaches exec, fork and exit: cheap scheduler tracepoints, off the syscall path.
+pub fn attach_always_on(ebpf: &mut Ebpf) -> Result<()> {
+    // Fork first, so a plugin's children are followed from its first exec on.
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(names::PROG_FORK)
+        .context("fork program missing")?
+        .try_into()?;
+    p.attach("sched_process_fork")
+        .context("attaching raw tracepoint sched_process_fork")?;
+    for (name, cat, tp) in ALWAYS_ON {
+        let p: &mut TracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing"))?
+            .try_into()?;
+        p.attach(cat, tp)
+            .with_context(|| format!("attaching {name} to {cat}:{tp}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! `cniscope agent`: load, attach, read the ring buffer, decode, assemble, print.
+
+pub mod guardian;
+pub mod hooks;
+pub mod loader;
+pub mod output;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use cniscope_ebpf::names;
+use serde_json::json;
+use tokio::io::unix::AsyncFd;
+
+use crate::clock::Clock;
+use crate::correlate::runs::Runs;
+use crate::events::{Event, Role, decode::decode};
+use hooks::{Hooks, Msg};
+use output::Output;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Print every raw kernel event (exec, fork, stdio chunk, exit) as NDJSON, besides the runs.
+    #[arg(long)]
+    pub events: bool,
+    /// Never stop a new plugin at exec; its first stdin bytes may then be missed when the stdio
+    /// hooks are not attached yet.
+    #[arg(long)]
+    pub no_hold: bool,
+    /// Keep the stdio hooks attached this long after the last plugin was seen (ms).
+    #[arg(long, default_value_t = 3000)]
+    pub linger_ms: u64,
+    /// Seconds between `stats` lines.
+    #[arg(long, default_value_t = 10)]
+    pub stats_interval: u64,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    #[arg(long, default_value_t = 8 << 20)]
+    pub ringbuf_bytes: u32,
+    /// Runs kept open at once (processes between exec and exit); beyond it the oldest is flushed.
+    #[arg(long, default_value_t = 4096)]
+    pub max_open_runs: usize,
+}
+
+/// Counters kept by the reader, reported with the kernel's.
+#[derive(Default)]
+struct ReaderStats {
+    records: AtomicU64,
+    undecodable: AtomicU64,
+    orphan_chunks: AtomicU64,
+    open_runs: AtomicU64,
+}
+
+pub fn run(args: AgentArgs) -> Result<()> {
+    let (tfs, offs) = loader::preflight()?;
+    let mut ebpf = loader::load(&offs, args.ringbuf_bytes)?;
+    let ring: RingBuf<MapData> = RingBuf::try_from(
+        ebpf.take_map(names::EVENTS)
+            .context("map EVENTS is missing from the object")?,
+    )?;
+    let mut hooks = Hooks::new(ebpf, !args.no_hold, Duration::from_millis(args.linger_ms))?;
+    // Before any thread exists and before anything is attached (see guardian.rs).
+    let guard = guardian::spawn(hooks.held_map_fd())?;
+    loader::attach_always_on(hooks.ebpf_mut())?;
+
+    let clock = Clock::now();
+    let (out, out_thread) = Output::start(std::io::stdout(), 65536)?;
+    let stats = Arc::new(ReaderStats::default());
+    let (tx, rx) = mpsc::channel::<Msg>();
+
+    let out2 = out.clone();
+    let stats2 = stats.clone();
+    let stats_every = Duration::from_secs(args.stats_interval.max(1));
+    let control = std::thread::Builder::new()
+        .name("cniscope-ctl".into())
+        .spawn(move || {
+            hooks.run(rx, stats_every, |k, h| {
+                out2.emit(&json!({
+                    "type": "stats",
+                    "ts": clock.rfc3339(crate::clock::boot_ns()),
+                    "lost": k.lost(),
+                    "kernel": k,
+                    "hooks": h,
+                    "agent": {
+                        "records": stats2.records.load(Ordering::Relaxed),
+                        "undecodable": stats2.undecodable.load(Ordering::Relaxed),
+                        "orphan_chunks": stats2.orphan_chunks.load(Ordering::Relaxed),
+                        "open_runs": stats2.open_runs.load(Ordering::Relaxed),
+                        "output_dropped": out2.dropped.load(Ordering::Relaxed),
+                    },
+                }));
+            })
+        })?;
+
+    out.emit(&json!({
+        "type": "agent",
+        "event": "ready",
+        "ts": clock.rfc3339(crate::clock::boot_ns()),
+        "pid": std::process::id(),
+        "guardian_pid": guard.pid,
+        "tracefs": tfs,
+        "hold": !args.no_hold,
+    }));
+    tracing::info!("attached; watching for CNI plugins (Ctrl-C to stop)");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut runs = Runs::new(args.max_open_runs);
+    let result = rt.block_on(read_loop(ring, &args, &clock, &out, &tx, &stats, &mut runs));
+
+    // Shutdown: resume and detach first, then flush what is left.
+    let (done_tx, done_rx) = mpsc::channel();
+    let _ = tx.send(Msg::Shutdown(done_tx));
+    let _ = done_rx.recv_timeout(Duration::from_secs(10));
+    for r in runs.drain() {
+        out.emit(&output::run_json(&r, &clock));
+    }
+    out.emit(
+        &json!({"type": "agent", "event": "stopped", "ts": clock.rfc3339(crate::clock::boot_ns())}),
+    );
+    let _ = control.join();
+    drop(out);
+    let _ = out_thread.join();
+    drop(guard);
+    result
+}
+
+async fn read_loop(
+    ring: RingBuf<MapData>,
+    args: &AgentArgs,
+    clock: &Clock,
+    out: &Output,
+    tx: &mpsc::Sender<Msg>,
+    stats: &ReaderStats,
+    runs: &mut Runs,
+) -> Result<()> {
+    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as the
+    // AsyncFd holds it.
+    let mut afd = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            guard = afd.readable_mut() => {
+                let mut guard = guard?;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    let ev = decode(&item);
+                    drop(item);
+                    handle(&ev, args, clock, out, tx, stats, runs);
+                }
+                guard.clear_ready();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn handle(
+    ev: &Event,
+    args: &AgentArgs,
+    clock: &Clock,
+    out: &Output,
+    tx: &mpsc::Sender<Msg>,
+    stats: &ReaderStats,
+    runs: &mut Runs,
+) {
+    stats.records.fetch_add(1, Ordering::Relaxed);
+    match ev {
+        Event::Exec(e) if e.role == Role::Plugin => {
+            let _ = tx.send(Msg::PluginSeen);
+        }
+        Event::Undecodable { .. } => {
+            stats.undecodable.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+    if args.events {
+        out.emit(&output::event_json(ev, clock));
+    }
+    for r in runs.push(ev) {
+        out.emit(&output::run_json(&r, clock));
+    }
+    stats
+        .orphan_chunks
+        .store(runs.orphan_chunks, Ordering::Relaxed);
+    stats
+        .open_runs
+        .store(runs.open_count() as u64, Ordering::Relaxed);
+}

@@ -1,0 +1,110 @@
+//! NDJSON out: one JSON object per line on stdout (what `kubectl logs` shows), written by its own
+//! thread behind a bounded queue so a slow reader of stdout never stalls the ring-buffer reader.
+//! Lines that do not fit are counted and reported in the next `stats` line, never silently lost.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+use serde_json::{Value, json};
+
+use crate::clock::Clock;
+use crate::correlate::runs::Run;
+use crate::events::{Event, Text};
+
+#[derive(Clone)]
+pub struct Output {
+    tx: SyncSender<String>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl Output {
+    /// Starts the writer thread over `w`.
+    pub fn start<W: Write + Send + 'static>(
+        mut w: W,
+        capacity: usize,
+    ) -> std::io::Result<(Self, JoinHandle<()>)> {
+        let (tx, rx) = sync_channel::<String>(capacity);
+        let handle = std::thread::Builder::new()
+            .name("cniscope-out".into())
+            .spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    if w.write_all(line.as_bytes()).is_err() {
+                        return;
+                    }
+                    // Flush when the queue is empty, so lines appear promptly but in batches
+                    // under load.
+                    while let Ok(more) = rx.try_recv() {
+                        if w.write_all(more.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                    if w.flush().is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok((
+            Self {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            handle,
+        ))
+    }
+
+    pub fn emit(&self, v: &Value) {
+        let mut line = v.to_string();
+        line.push('\n');
+        match self.tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn with_type(kind: &str, ts: String, v: Value) -> Value {
+    let mut obj = serde_json::Map::new();
+    obj.insert("type".into(), json!(kind));
+    obj.insert("ts".into(), json!(ts));
+    if let Value::Object(m) = v {
+        obj.extend(m);
+    }
+    Value::Object(obj)
+}
+
+/// The `--events` line for a raw event.
+pub fn event_json(ev: &Event, clock: &Clock) -> Value {
+    let ts = clock.rfc3339(ev.ts_ns());
+    match ev {
+        Event::Exec(e) => with_type("exec", ts, json!(e)),
+        Event::Fork(e) => with_type("fork", ts, json!(e)),
+        Event::Exit(e) => with_type("exit", ts, json!(e)),
+        Event::Stdio(s) => {
+            let mut v = json!(s);
+            if let Value::Object(m) = &mut v {
+                m.insert("len".into(), json!(s.data.len()));
+                m.insert("data".into(), json!(Text(s.data.clone())));
+            }
+            with_type("stdio", ts, v)
+        }
+        Event::Undecodable { kind, len, reason } => with_type(
+            "undecodable",
+            ts,
+            json!({"kind": kind, "len": len, "reason": reason}),
+        ),
+    }
+}
+
+/// The line for a finished process run.
+pub fn run_json(r: &Run, clock: &Clock) -> Value {
+    let mut v = with_type("run", clock.rfc3339(r.start_ns), json!(r));
+    if let (Value::Object(m), Some(end)) = (&mut v, r.end_ns) {
+        m.insert("end".into(), json!(clock.rfc3339(end)));
+    }
+    v
+}

@@ -1,0 +1,297 @@
+//! The one place that interprets raw ring-buffer bytes. Every record becomes a typed `Event` or
+//! an `Event::Undecodable` that says why.
+
+use std::mem::size_of;
+
+use cniscope_ebpf as abi;
+
+use super::{CniEnv, Event, Exec, Exit, Fork, Role, Stdio, Stream};
+
+/// Reads a `T` from the front of `buf` when `buf` is exactly `size_of::<T>()` long.
+fn read_exact<T: Copy>(buf: &[u8]) -> Result<T, String> {
+    if buf.len() != size_of::<T>() {
+        return Err(format!(
+            "record is {} bytes, expected {}",
+            buf.len(),
+            size_of::<T>()
+        ));
+    }
+    // SAFETY: the length was checked; T is a #[repr(C)] ABI struct made only of integers and
+    // byte arrays, so any bit pattern is a valid value; read_unaligned copes with any alignment.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
+}
+
+fn role(r: u32) -> Result<Role, String> {
+    match r {
+        abi::ROLE_PLUGIN => Ok(Role::Plugin),
+        abi::ROLE_CHILD => Ok(Role::Child),
+        other => Err(format!("unknown role {other}")),
+    }
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// Splits a NUL-separated block (argv or environment) into strings.
+pub fn split_block(b: &[u8]) -> Vec<String> {
+    let mut v: Vec<String> = b
+        .split(|&c| c == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    if v.last().is_some_and(|s| s.is_empty()) {
+        v.pop();
+    }
+    v
+}
+
+/// Extracts the `CNI_*` variables from an environment window. With `tail`, the window starts
+/// inside a variable, so its first fragment is skipped. A later duplicate wins, as in the
+/// environment a runtime builds (Go's exec de-duplicates keeping the last).
+pub fn cni_env(window: &[u8], tail: bool) -> CniEnv {
+    let mut env = CniEnv::default();
+    let mut parts = window.split(|&c| c == 0);
+    if tail {
+        parts.next();
+    }
+    for var in parts {
+        let Some(eq) = var.iter().position(|&c| c == b'=') else {
+            continue;
+        };
+        let (k, v) = (&var[..eq], &var[eq + 1..]);
+        let v = Some(String::from_utf8_lossy(v).into_owned());
+        match k {
+            b"CNI_COMMAND" => env.command = v,
+            b"CNI_CONTAINERID" => env.containerid = v,
+            b"CNI_NETNS" => env.netns = v,
+            b"CNI_IFNAME" => env.ifname = v,
+            b"CNI_ARGS" => env.args = v,
+            b"CNI_PATH" => env.path = v,
+            _ => {}
+        }
+    }
+    env
+}
+
+fn exec(buf: &[u8]) -> Result<Event, String> {
+    let e: abi::ExecEvent = read_exact(buf)?;
+    let role = role(e.role)?;
+    let fl = e.hdr.flags;
+    let filename_len = (e.filename_len as usize).min(abi::MAX_FILENAME);
+    let argv_len = (e.argv_len as usize).min(abi::MAX_ARGV);
+    let env_len = (e.env_len as usize).min(abi::MAX_ENV);
+    let env_tail = fl & abi::EXEC_F_ENV_TAIL != 0;
+    let cni = (role == Role::Plugin).then(|| cni_env(&e.env[..env_len], env_tail));
+    Ok(Event::Exec(Exec {
+        ts_ns: e.hdr.ts_ns,
+        pid: e.hdr.pid,
+        tgid: e.hdr.tgid,
+        ppid: e.ppid,
+        role,
+        netns: e.netns,
+        cgroup_id: e.cgroup_id,
+        uid: e.uid,
+        comm: cstr(&e.comm),
+        filename: String::from_utf8_lossy(&e.filename[..filename_len]).into_owned(),
+        argv: split_block(&e.argv[..argv_len]),
+        argv_cut: fl & abi::EXEC_F_ARGV_CUT != 0,
+        cni,
+        held: fl & abi::EXEC_F_HELD != 0,
+        unheld: fl & abi::EXEC_F_UNHELD != 0,
+        env_tail,
+    }))
+}
+
+fn exit(buf: &[u8]) -> Result<Event, String> {
+    let e: abi::ExitEvent = read_exact(buf)?;
+    let status = e.exit_code;
+    let sig = (status & 0x7f) as i32;
+    let (code, signal) = if sig == 0 {
+        (Some(((status >> 8) & 0xff) as i32), None)
+    } else {
+        (None, Some(sig))
+    };
+    Ok(Event::Exit(Exit {
+        ts_ns: e.hdr.ts_ns,
+        tgid: e.hdr.tgid,
+        role: role(e.role)?,
+        code,
+        signal,
+        core_dumped: status & 0x80 != 0,
+        status,
+        duration_ns: (e.exec_ts_ns != 0).then(|| e.hdr.ts_ns.saturating_sub(e.exec_ts_ns)),
+        captured: e.captured,
+        cut: e.cut,
+    }))
+}
+
+fn stdio(buf: &[u8]) -> Result<Event, String> {
+    let e: abi::StdioEvent = read_exact(buf)?;
+    let stream = Stream::from_fd(e.fd).ok_or_else(|| format!("unknown stdio fd {}", e.fd))?;
+    let len = e.len as usize;
+    if len > abi::CHUNK {
+        return Err(format!(
+            "stdio chunk claims {len} bytes, the most is {}",
+            abi::CHUNK
+        ));
+    }
+    Ok(Event::Stdio(Stdio {
+        ts_ns: e.hdr.ts_ns,
+        pid: e.hdr.pid,
+        tgid: e.hdr.tgid,
+        stream,
+        offset: e.offset,
+        data: e.data[..len].to_vec(),
+    }))
+}
+
+fn fork(buf: &[u8]) -> Result<Event, String> {
+    let e: abi::ForkEvent = read_exact(buf)?;
+    Ok(Event::Fork(Fork {
+        ts_ns: e.hdr.ts_ns,
+        pid: e.hdr.tgid,
+        parent_tgid: e.parent_tgid,
+    }))
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(buf: &[u8]) -> Event {
+    if buf.len() < size_of::<abi::Header>() {
+        return Event::Undecodable {
+            kind: 0,
+            len: buf.len(),
+            reason: format!("record of {} bytes is shorter than the header", buf.len()),
+        };
+    }
+    let kind = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let r = match kind {
+        abi::EV_EXEC => exec(buf),
+        abi::EV_FORK => fork(buf),
+        abi::EV_EXIT => exit(buf),
+        abi::EV_STDIO => stdio(buf),
+        other => Err(format!("unknown event kind {other}")),
+    };
+    r.unwrap_or_else(|reason| Event::Undecodable {
+        kind,
+        len: buf.len(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: T is a plain-old-data ABI struct without implicit padding.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn hdr(kind: u32, flags: u32) -> abi::Header {
+        abi::Header {
+            kind,
+            flags,
+            ts_ns: 1_000,
+            pid: 42,
+            tgid: 42,
+        }
+    }
+
+    #[test]
+    fn exec_with_cni_env_in_the_tail() {
+        // SAFETY: all-zero is a valid ExecEvent (integers and byte arrays).
+        let mut e: abi::ExecEvent = unsafe { std::mem::zeroed() };
+        e.hdr = hdr(abi::EV_EXEC, abi::EXEC_F_HELD | abi::EXEC_F_ENV_TAIL);
+        e.role = abi::ROLE_PLUGIN;
+        let f = b"/usr/lib/cni/bridge";
+        e.filename[..f.len()].copy_from_slice(f);
+        e.filename_len = f.len() as u32;
+        let a = b"/usr/lib/cni/bridge\0--x\0";
+        e.argv[..a.len()].copy_from_slice(a);
+        e.argv_len = a.len() as u32;
+        let env = b"ATH=/bin\0CNI_COMMAND=ADD\0CNI_IFNAME=eth0\0CNI_IFNAME=net1\0CNI_NETNS=/run/netns/x\0";
+        e.env[..env.len()].copy_from_slice(env);
+        e.env_len = env.len() as u32;
+        let Event::Exec(x) = decode(&as_bytes(&e)) else {
+            panic!("not an exec")
+        };
+        assert_eq!(x.filename, "/usr/lib/cni/bridge");
+        assert_eq!(x.argv, ["/usr/lib/cni/bridge", "--x"]);
+        assert!(x.held && x.env_tail && !x.unheld);
+        let cni = x.cni.unwrap();
+        assert_eq!(cni.command.as_deref(), Some("ADD"));
+        assert_eq!(cni.ifname.as_deref(), Some("net1"), "last duplicate wins");
+        assert_eq!(cni.netns.as_deref(), Some("/run/netns/x"));
+        assert_eq!(cni.path, None, "the cut first fragment is not a variable");
+    }
+
+    #[test]
+    fn exit_status_is_split_into_code_and_signal() {
+        let mut e = abi::ExitEvent {
+            hdr: hdr(abi::EV_EXIT, 0),
+            role: abi::ROLE_PLUGIN,
+            exec_ts_ns: 400,
+            ..Default::default()
+        };
+        e.exit_code = 1 << 8;
+        let Event::Exit(x) = decode(&as_bytes(&e)) else {
+            panic!()
+        };
+        assert_eq!(
+            (x.code, x.signal, x.duration_ns),
+            (Some(1), None, Some(600))
+        );
+        e.exit_code = 9;
+        let Event::Exit(x) = decode(&as_bytes(&e)) else {
+            panic!()
+        };
+        assert_eq!((x.code, x.signal), (None, Some(9)));
+    }
+
+    #[test]
+    fn stdio_chunk_keeps_exact_bytes() {
+        // SAFETY: all-zero is a valid StdioEvent.
+        let mut e: abi::StdioEvent = unsafe { std::mem::zeroed() };
+        e.hdr = hdr(abi::EV_STDIO, 0);
+        e.fd = 1;
+        e.len = 3;
+        e.offset = 4096;
+        e.data[..3].copy_from_slice(&[0xff, 0, b'{']);
+        let Event::Stdio(s) = decode(&as_bytes(&e)) else {
+            panic!()
+        };
+        assert_eq!(
+            (s.stream, s.offset, s.data.as_slice()),
+            (Stream::Stdout, 4096, &[0xff, 0, b'{'][..])
+        );
+    }
+
+    #[test]
+    fn malformed_records_are_undecodable_not_panics() {
+        assert!(matches!(decode(&[]), Event::Undecodable { .. }));
+        assert!(matches!(decode(&[1, 0, 0, 0]), Event::Undecodable { .. }));
+        let mut e: abi::StdioEvent = unsafe { std::mem::zeroed() };
+        e.hdr = hdr(abi::EV_STDIO, 0);
+        e.fd = 1;
+        e.len = 99_999;
+        assert!(
+            matches!(decode(&as_bytes(&e)), Event::Undecodable { reason, .. } if reason.contains("claims"))
+        );
+        e.fd = 7;
+        e.len = 1;
+        assert!(matches!(decode(&as_bytes(&e)), Event::Undecodable { .. }));
+        let mut b = as_bytes(&hdr(99, 0));
+        b.extend([0; 8]);
+        assert!(matches!(decode(&b), Event::Undecodable { kind: 99, .. }));
+        // Every truncation of a valid record is rejected cleanly.
+        let full = as_bytes(&abi::ExitEvent {
+            hdr: hdr(abi::EV_EXIT, 0),
+            role: 1,
+            ..Default::default()
+        });
+        for n in 0..full.len() {
+            assert!(matches!(decode(&full[..n]), Event::Undecodable { .. }));
+        }
+    }
+}
