@@ -90,7 +90,7 @@ pub fn run_checks() -> Vec<Check> {
         Ok(_) => push(
             "btf",
             Status::Ok,
-            format!("{} parsed", offsets::VMLINUX_BTF),
+            format!("{} parsed", offsets::btf_path().display()),
         ),
         Err(e) => push("btf", Status::Fail, format!("{e:#}")),
     }

@@ -10,15 +10,25 @@ use super::{btf::Btf, tracefs};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// Where the kernel's BTF is read from: `CNISCOPE_BTF` overrides the default (for kernels whose
+/// BTF ships as a separate file, and for tests of the missing-BTF path).
+pub fn btf_path() -> std::path::PathBuf {
+    std::env::var_os("CNISCOPE_BTF")
+        .map(Into::into)
+        .unwrap_or_else(|| VMLINUX_BTF.into())
+}
+
 /// Reads and parses the kernel's BTF.
 pub fn load_btf() -> Result<Btf> {
-    let data = std::fs::read(VMLINUX_BTF).with_context(|| {
+    let path = btf_path();
+    let data = std::fs::read(&path).with_context(|| {
         format!(
-            "cannot read the kernel's BTF at {VMLINUX_BTF}: cniscope needs a kernel built with \
-             CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 2020 are)"
+            "cannot read the kernel's BTF at {}: cniscope needs a kernel built with \
+             CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 2020 are)",
+            path.display()
         )
     })?;
-    Btf::parse(&data).context("the kernel's BTF could not be parsed")
+    Btf::parse(&data).with_context(|| format!("the BTF at {} could not be parsed", path.display()))
 }
 
 /// Everything the programs need to know about this kernel.

@@ -8,20 +8,28 @@ use anyhow::{Context, Result, bail};
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 
-/// Where tracefs is mounted, if it is.
-pub fn find() -> Option<PathBuf> {
-    [TRACEFS, DEBUGFS_TRACING]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("events").is_dir())
+/// `CNISCOPE_TRACEFS` names another mount point (a container's bind mount of the host's, or a
+/// test of the unmountable case); the default is the standard pair.
+fn candidates() -> Vec<PathBuf> {
+    match std::env::var_os("CNISCOPE_TRACEFS") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => vec![PathBuf::from(TRACEFS), PathBuf::from(DEBUGFS_TRACING)],
+    }
 }
 
-/// Returns the tracefs path, mounting it at `/sys/kernel/tracing` when it is missing.
+/// Where tracefs is mounted, if it is.
+pub fn find() -> Option<PathBuf> {
+    candidates().into_iter().find(|p| p.join("events").is_dir())
+}
+
+/// Returns the tracefs path, mounting it at `/sys/kernel/tracing` (or `CNISCOPE_TRACEFS`) when it
+/// is missing.
 pub fn ensure_mounted() -> Result<PathBuf> {
     if let Some(p) = find() {
         return Ok(p);
     }
-    let target = std::ffi::CString::new(TRACEFS)?;
+    let at = candidates().remove(0);
+    let target = std::ffi::CString::new(at.to_string_lossy().as_bytes())?;
     let fstype = std::ffi::CString::new("tracefs")?;
     // SAFETY: plain mount(2) with valid NUL-terminated strings and no data.
     let rc = unsafe {
@@ -36,8 +44,9 @@ pub fn ensure_mounted() -> Result<PathBuf> {
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         bail!(
-            "tracefs is not mounted and mounting it at {TRACEFS} failed: {err} \
-             (mount it with `mount -t tracefs tracefs {TRACEFS}`, or in a container bind-mount the host's)"
+            "tracefs is not mounted and mounting it at {} failed: {err} (mount it with \
+             `mount -t tracefs tracefs {TRACEFS}`, or in a container bind-mount the host's)",
+            at.display()
         );
     }
     find().context("mounted tracefs but it has no events/ directory")

@@ -1,0 +1,206 @@
+//! `cargo xtask bench`: the numbers in BENCHMARKS.md, each a ratio against a baseline measured in
+//! the same run, alternating so drift shows.
+//!
+//! - `dd`: the idle tax of a running agent on `dd if=/dev/zero of=/dev/null bs=1 count=1000000`
+//!   (two million syscalls), and for contrast the tax while the stdio hooks are live.
+//! - `addel`: a bridge+host-local ADD/DEL loop in a netns, with and without the agent.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Agent(Child);
+
+impl Agent {
+    fn start(bin: &Path) -> Result<Self> {
+        let mut child = Command::new(bin.join("cniscope"))
+            .args(["agent", "--stats-interval", "3600"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the agent")?;
+        let out = child.stdout.take().context("agent stdout")?;
+        let mut lines = BufReader::new(out).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("\"ready\"") => break,
+                Some(Ok(_)) => {}
+                _ => bail!("the agent exited before it was ready"),
+            }
+            if Instant::now() > deadline {
+                bail!("the agent was not ready within 60 s");
+            }
+        }
+        // Keep draining stdout so the agent never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
+}
+
+fn time_dd() -> Result<f64> {
+    let t = Instant::now();
+    let st = Command::new("dd")
+        .args(["if=/dev/zero", "of=/dev/null", "bs=1", "count=1000000"])
+        .stderr(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("dd failed");
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn dd(bin: &Path, rounds: usize) -> Result<()> {
+    let mut base = Vec::new();
+    let mut idle = Vec::new();
+    let mut live = Vec::new();
+    for round in 0..rounds {
+        eprintln!("bench dd: round {}/{rounds}", round + 1);
+        base.push(time_dd()?);
+        {
+            let _a = Agent::start(bin)?;
+            std::thread::sleep(Duration::from_millis(300));
+            idle.push(time_dd()?);
+            // A long-lived "plugin" (CNI_COMMAND in its environment) keeps the hooks live.
+            let mut plugin = Command::new("sleep")
+                .arg("30")
+                .env("CNI_COMMAND", "ADD")
+                .spawn()?;
+            std::thread::sleep(Duration::from_millis(300));
+            live.push(time_dd()?);
+            let _ = plugin.kill();
+            let _ = plugin.wait();
+        }
+        base.push(time_dd()?);
+    }
+    let b = median(base);
+    let i = median(idle);
+    let l = median(live);
+    println!("| dd bs=1 count=1000000 | no agent | {b:.3} s | 1.000 |");
+    println!(
+        "| | agent idle (no plugin running) | {i:.3} s | {:.3} |",
+        i / b
+    );
+    println!(
+        "| | agent with stdio hooks live (a plugin running) | {l:.3} s | {:.3} |",
+        l / b
+    );
+    Ok(())
+}
+
+fn addel_loop(n: usize, tag: &str) -> Result<f64> {
+    let ns = format!("cnsb-{}-{tag}", std::process::id());
+    let br = format!("cnsb{}", std::process::id() % 100000);
+    let dir = std::env::temp_dir().join(format!("cnsb-ipam-{}", std::process::id()));
+    crate::run(Command::new("ip").args(["netns", "add", &ns]))?;
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "cnsbench", "type": "bridge", "bridge": br,
+        "isGateway": true,
+        "ipam": {"type": "host-local", "dataDir": dir, "ranges": [[{"subnet": "10.254.200.0/24"}]]}
+    })
+    .to_string();
+    let one = |cmd: &str, i: usize| -> Result<()> {
+        let mut c = Command::new("/usr/lib/cni/bridge");
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", format!("bench{i}"))
+            .env("CNI_NETNS", format!("/run/netns/{ns}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = c.spawn()?;
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(conf.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "bridge {cmd} failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(())
+    };
+    let t = Instant::now();
+    let mut res = Ok(());
+    for i in 0..n {
+        if let Err(e) = one("ADD", i).and_then(|_| one("DEL", i)) {
+            res = Err(e);
+            break;
+        }
+    }
+    let el = t.elapsed().as_secs_f64();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let _ = Command::new("ip").args(["link", "del", &br]).status();
+    let _ = std::fs::remove_dir_all(&dir);
+    res.map(|_| el)
+}
+
+fn addel(bin: &Path, rounds: usize, n: usize) -> Result<()> {
+    let mut base = Vec::new();
+    let mut with = Vec::new();
+    for round in 0..rounds {
+        eprintln!(
+            "bench addel: round {}/{rounds} ({n} ADD+DEL each)",
+            round + 1
+        );
+        base.push(addel_loop(n, "b")?);
+        {
+            let _a = Agent::start(bin)?;
+            with.push(addel_loop(n, "a")?);
+        }
+    }
+    let b = median(base);
+    let w = median(with);
+    println!(
+        "| bridge+host-local ADD+DEL ×{n} | no agent | {b:.3} s ({:.2} ms/cycle) | 1.000 |",
+        b * 1000.0 / n as f64
+    );
+    println!(
+        "| | agent capturing | {w:.3} s ({:.2} ms/cycle) | {:.3} |",
+        w * 1000.0 / n as f64,
+        w / b
+    );
+    Ok(())
+}
+
+pub fn bench(args: &[String]) -> Result<()> {
+    crate::setup::setup()?;
+    crate::run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(crate::workspace_root())
+            .args(["build", "--release", "-p", "cniscope"]),
+    )?;
+    let bin: PathBuf = crate::workspace_root().join("target/release");
+    let what = args.first().map(String::as_str).unwrap_or("all");
+    println!("| benchmark | variant | median | ratio |\n|---|---|---|---|");
+    if matches!(what, "dd" | "all") {
+        dd(&bin, 5)?;
+    }
+    if matches!(what, "addel" | "all") {
+        addel(&bin, 5, 40)?;
+    }
+    Ok(())
+}
