@@ -25,6 +25,8 @@ pub mod names {
     pub const PROG_READ_EXIT: &str = "cniscope_read_exit";
     pub const PROG_WRITE_ENTER: &str = "cniscope_write_enter";
     pub const PROG_WRITE_EXIT: &str = "cniscope_write_exit";
+    pub const PROG_NL_SEND: &str = "cniscope_nl_send";
+    pub const PROG_NL_EXTACK: &str = "cniscope_nl_extack";
 }
 
 /// Bytes of the executable path kept per exec.
@@ -53,6 +55,31 @@ pub const EV_EXEC: u32 = 1;
 pub const EV_FORK: u32 = 2;
 pub const EV_EXIT: u32 = 3;
 pub const EV_STDIO: u32 = 4;
+pub const EV_NETLINK: u32 = 5;
+
+/// Request bytes kept per rtnetlink send (the first iovec of a sendmsg).
+pub const NL_MAX_REQ: usize = 2048;
+/// Bytes of the kernel's reply (NLMSG_ERROR with the extended ACK attributes) kept.
+pub const NL_MAX_ACK: usize = 512;
+/// Bytes of the `netlink:netlink_extack` message kept.
+pub const NL_MAX_EXTACK: usize = 128;
+
+// `Header::flags` for netlink events.
+/// The request was longer than `NL_MAX_REQ`.
+pub const NL_F_REQ_CUT: u32 = 1 << 0;
+/// The socket's receive queue ended with a reply; its bytes are in `ack`.
+pub const NL_F_REPLY: u32 = 1 << 1;
+/// The sender is part of a CNI plugin's process tree.
+pub const NL_F_TRACKED: u32 = 1 << 2;
+/// `extack` holds a message from the `netlink:netlink_extack` tracepoint.
+pub const NL_F_EXTACK: u32 = 1 << 3;
+/// The request came through sendto(2) (else sendmsg(2)).
+pub const NL_F_SENDTO: u32 = 1 << 4;
+
+/// `Control::nl_scope`: every process on the node.
+pub const NL_SCOPE_ALL: u32 = 0;
+/// `Control::nl_scope`: only processes of CNI plugin trees.
+pub const NL_SCOPE_PLUGINS: u32 = 1;
 
 // Roles of a tracked process.
 /// The process's environment has `CNI_COMMAND`: a CNI plugin (or a delegated one).
@@ -89,7 +116,11 @@ pub const C_UNHELD: u32 = 8;
 pub const C_STDIO_BYTES: u32 = 9;
 pub const C_CUT_BYTES: u32 = 10;
 pub const C_READ_FAULT: u32 = 11;
-pub const N_COUNTERS: u32 = 12;
+pub const C_NL_SEEN: u32 = 12;
+pub const C_NL_LOST: u32 = 13;
+/// A netlink send whose syscall could not be identified (not sendto/sendmsg, e.g. io_uring).
+pub const C_NL_UNATTRIBUTED: u32 = 14;
+pub const N_COUNTERS: u32 = 15;
 
 /// Common prefix of every ring-buffer record.
 #[repr(C)]
@@ -179,6 +210,38 @@ pub struct StdioEvent {
 }
 const _: () = assert!(core::mem::size_of::<StdioEvent>() == 40 + CHUNK);
 
+/// An rtnetlink request that changes state (new/del/set of link, address, route, neighbour,
+/// rule, nexthop), seen by `sock:sock_send_length` after the kernel handled it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NetlinkEvent {
+    pub hdr: Header,
+    /// Network namespace of the socket: where the request applies.
+    pub netns: u32,
+    /// Network namespace of the sending task (may differ: Go plugins open sockets in the pod's
+    /// netns and use them from the host's).
+    pub task_netns: u32,
+    pub req_len: u32,
+    /// Length of the first iovec (may exceed `req_len`).
+    pub req_total: u32,
+    pub ack_len: u32,
+    pub extack_len: u32,
+    /// For a link moved with `IFLA_NET_NS_FD`: the namespace behind that fd, resolved in the
+    /// sender's fd table at send time (0 when there is none).
+    pub target_netns: u32,
+    pub _pad0: u32,
+    /// The socket's kernel address: identifies a socket across requests.
+    pub sk: u64,
+    pub comm: [u8; 16],
+    pub req: [u8; NL_MAX_REQ],
+    /// The last message queued on the socket when the send returned (the ACK or error).
+    pub ack: [u8; NL_MAX_ACK],
+    pub extack: [u8; NL_MAX_EXTACK],
+}
+const _: () = assert!(
+    core::mem::size_of::<NetlinkEvent>() == 80 + NL_MAX_REQ + NL_MAX_ACK + NL_MAX_EXTACK
+);
+
 /// Per-process state kept by the programs (`TRACKED` map, keyed by tgid).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -213,8 +276,11 @@ pub struct Control {
     /// `heartbeat_max_age_ns`, so a dead agent never leaves plugins stopped.
     pub heartbeat_ns: u64,
     pub heartbeat_max_age_ns: u64,
+    /// `NL_SCOPE_ALL` or `NL_SCOPE_PLUGINS`.
+    pub nl_scope: u32,
+    pub _pad0: u32,
 }
-const _: () = assert!(core::mem::size_of::<Control>() == 24);
+const _: () = assert!(core::mem::size_of::<Control>() == 32);
 
 /// Kernel struct offsets (from the running kernel's BTF) and tracepoint field offsets (from
 /// tracefs `format` files), filled in by the loader as a read-only global.
@@ -244,9 +310,49 @@ pub struct Offsets {
     pub tp_enter_buf: u32,
     /// `sys_exit_read`/`sys_exit_write`: offset of `ret`.
     pub tp_exit_ret: u32,
-    pub _pad0: u32,
+    /// `sock:sock_send_length` fields.
+    pub tp_send_sk: u32,
+    pub tp_send_family: u32,
+    pub tp_send_protocol: u32,
+    pub tp_send_ret: u32,
+    /// `netlink:netlink_extack`: the `__data_loc char[] msg` field.
+    pub tp_extack_msg: u32,
+    /// The user registers sit at `task->stack + thread_size - pt_regs_size`.
+    pub task_stack: u32,
+    pub thread_size: u32,
+    pub pt_regs_size: u32,
+    pub regs_orig_ax: u32,
+    pub regs_si: u32,
+    pub regs_dx: u32,
+    /// `struct user_msghdr.msg_iov`, `struct iovec` members.
+    pub msghdr_iov: u32,
+    pub iovec_base: u32,
+    pub iovec_len: u32,
+    /// `sock.__sk_common.skc_net.net`, `sock.sk_receive_queue.{prev,qlen}`.
+    pub sock_net: u32,
+    pub sock_rcvq_prev: u32,
+    pub sock_rcvq_qlen: u32,
+    pub skb_data: u32,
+    pub skb_len: u32,
+    /// Syscall numbers of sendto and sendmsg on this architecture.
+    pub nr_sendto: u32,
+    pub nr_sendmsg: u32,
+    /// `task_struct.files`, `files_struct.fdt`, `fdtable.{fd,max_fds}`, `file.f_inode`,
+    /// `inode.i_ino`: from an fd number to the inode of an nsfs file.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 80);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 184);
+
+impl Offsets {
+    /// All zero (magic unset): what the object carries until the loader fills it in.
+    // SAFETY: all-zero is a valid value of a struct of integers.
+    pub const ZERO: Offsets = unsafe { core::mem::zeroed() };
+}
 
 pub const OFFSETS_MAGIC: u32 = 0x6373_6f70; // "csop"
 

@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel,
+        bpf_probe_read_kernel, bpf_probe_read_user as uread,
         generated::{
             bpf_probe_read_kernel as raw_read_kernel, bpf_probe_read_kernel_str,
             bpf_probe_read_user, bpf_send_signal,
@@ -20,28 +20,7 @@ use cniscope_ebpf::*;
 const SIGSTOP: u32 = 19;
 
 #[unsafe(no_mangle)]
-static OFFSETS: Global<Offsets> = Global::new(Offsets {
-    magic: 0,
-    task_pid: 0,
-    task_tgid: 0,
-    task_real_parent: 0,
-    task_nsproxy: 0,
-    task_mm: 0,
-    task_signal: 0,
-    task_exit_code: 0,
-    nsproxy_net_ns: 0,
-    net_ns_inum: 0,
-    mm_arg_start: 0,
-    mm_arg_end: 0,
-    mm_env_start: 0,
-    mm_env_end: 0,
-    signal_live: 0,
-    tp_exec_filename: 0,
-    tp_enter_fd: 0,
-    tp_enter_buf: 0,
-    tp_exit_ret: 0,
-    _pad0: 0,
-});
+static OFFSETS: Global<Offsets> = Global::new(Offsets::ZERO);
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
@@ -555,4 +534,233 @@ fn emit_chunks(id: u64, fd: u32, buf: u64, total: u64) {
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
+}
+
+// ---------------------------------------------------------------------------------------------
+// rtnetlink (always attached): `sock:sock_send_length` fires after every socket send; only
+// NETLINK_ROUTE sends that change state go further. rtnetlink handles a request synchronously
+// inside the send, so the ACK or error is already queued on the socket when this runs.
+
+const AF_NETLINK: u16 = 16;
+const NETLINK_ROUTE: u16 = 0;
+
+#[map(name = "NL_SCRATCH")]
+static NL_SCRATCH: PerCpuArray<[u8; NL_MAX_EXTACK]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The last extack message set while a task's request was handled, keyed by pid_tgid.
+#[map(name = "EXTACK")]
+static EXTACK: LruHashMap<u64, [u8; NL_MAX_EXTACK]> = LruHashMap::with_max_entries(1024, 0);
+
+#[tracepoint(category = "netlink", name = "netlink_extack")]
+pub fn cniscope_nl_extack(ctx: TracePointContext) -> u32 {
+    let _ = try_nl_extack(&ctx);
+    0
+}
+
+fn try_nl_extack(ctx: &TracePointContext) -> Result<(), i64> {
+    let off = offsets().ok_or(0i64)?;
+    let loc: u32 = unsafe { ctx.read_at::<u32>(off.tp_extack_msg as usize) }.map_err(|e| e as i64)?;
+    let msg = (ctx_ptr(ctx) + (loc & 0xffff) as u64) as *const c_void;
+    let buf = NL_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU scratch; the helper bounds the copy to its size.
+    let buf = unsafe { &mut *buf };
+    let r = unsafe {
+        bpf_probe_read_kernel_str(buf.as_mut_ptr() as *mut c_void, NL_MAX_EXTACK as u32, msg)
+    };
+    if r > 0 {
+        let _ = EXTACK.insert(&bpf_get_current_pid_tgid(), buf, 0);
+    }
+    Ok(())
+}
+
+/// Message types that change state: RTM_{NEW,DEL,SET}{LINK,ADDR,ROUTE,NEIGH,RULE,NEXTHOP}.
+/// In each group of four the third is GET.
+#[inline(always)]
+fn is_change(t: u16) -> bool {
+    let group = (16..36).contains(&t) || (104..108).contains(&t);
+    group && (t & 3) != 2
+}
+
+const IFLA_NET_NS_FD: u16 = 28;
+
+/// For RTM_NEWLINK/SETLINK: the netns inode behind an `IFLA_NET_NS_FD` attribute, looked up in
+/// the sender's fd table now (the sender may close the fd or exit before userspace could look).
+#[inline(always)]
+fn link_move_target(off: &Offsets, task: u64, buf: u64, len: u64) -> u32 {
+    // nlmsghdr (16) + ifinfomsg (16), then attributes.
+    let mut o: u64 = 32;
+    let mut i = 0;
+    while i < 24 {
+        i += 1;
+        if o + 8 > len {
+            return 0;
+        }
+        // SAFETY: user memory read through the helper.
+        let hdr: u32 = unsafe { uread((buf + o) as *const u32) }.unwrap_or(0);
+        let alen = (hdr & 0xffff) as u64;
+        let aty = ((hdr >> 16) & 0x3fff) as u16;
+        if alen < 4 {
+            return 0;
+        }
+        if aty == IFLA_NET_NS_FD {
+            let fd: u32 = unsafe { uread((buf + o + 4) as *const u32) }.unwrap_or(u32::MAX);
+            return netns_of_fd(off, task, fd);
+        }
+        o += (alen + 3) & !3;
+    }
+    0
+}
+
+#[inline(always)]
+fn netns_of_fd(off: &Offsets, task: u64, fd: u32) -> u32 {
+    let files: u64 = unsafe { kread(task, off.task_files) };
+    let fdt: u64 = unsafe { kread(files, off.files_fdt) };
+    let max: u32 = unsafe { kread(fdt, off.fdt_max_fds) };
+    if fd >= max {
+        return 0;
+    }
+    let arr: u64 = unsafe { kread(fdt, off.fdt_fd) };
+    let file: u64 = unsafe { kread(arr + fd as u64 * 8, 0) };
+    let inode: u64 = unsafe { kread(file, off.file_inode) };
+    let ino: u64 = unsafe { kread(inode, off.inode_ino) };
+    ino as u32
+}
+
+#[tracepoint(category = "sock", name = "sock_send_length")]
+pub fn cniscope_nl_send(ctx: TracePointContext) -> u32 {
+    let _ = try_nl_send(&ctx);
+    0
+}
+
+fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
+    let off = offsets().ok_or(0i64)?;
+    // The cheap test first: this runs for every send of every socket on the node.
+    let family: u16 = unsafe { ctx.read_at(off.tp_send_family as usize) }.map_err(|e| e as i64)?;
+    if family != AF_NETLINK {
+        return Ok(());
+    }
+    let proto: u16 = unsafe { ctx.read_at(off.tp_send_protocol as usize) }.map_err(|e| e as i64)?;
+    let ret: i32 = unsafe { ctx.read_at(off.tp_send_ret as usize) }.map_err(|e| e as i64)?;
+    if proto != NETLINK_ROUTE || ret < 16 {
+        return Ok(());
+    }
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    let tracked = unsafe { TRACKED.get(&tgid) }.is_some();
+    let ctl = CONTROL.get(0).copied().unwrap_or_default();
+    if ctl.nl_scope == NL_SCOPE_PLUGINS && !tracked {
+        return Ok(());
+    }
+
+    // The sender's registers: which syscall, and where its buffer is.
+    let task = unsafe { bpf_get_current_task() };
+    let stack: u64 = unsafe { kread(task, off.task_stack) };
+    if stack == 0 {
+        return Ok(());
+    }
+    let regs = stack + off.thread_size as u64 - off.pt_regs_size as u64;
+    let nr: u64 = unsafe { kread(regs, off.regs_orig_ax) };
+    let si: u64 = unsafe { kread(regs, off.regs_si) };
+    let (buf, len, mut flags) = if nr == off.nr_sendto as u64 {
+        let dx: u64 = unsafe { kread(regs, off.regs_dx) };
+        (si, dx, NL_F_SENDTO)
+    } else if nr == off.nr_sendmsg as u64 {
+        // SAFETY: user pointers are read with bpf_probe_read_user only.
+        let iov: u64 = unsafe { uread((si + off.msghdr_iov as u64) as *const u64) }
+            .unwrap_or(0);
+        let base: u64 = unsafe { uread((iov + off.iovec_base as u64) as *const u64) }
+            .unwrap_or(0);
+        let l: u64 = unsafe { uread((iov + off.iovec_len as u64) as *const u64) }
+            .unwrap_or(0);
+        (base, l, 0)
+    } else {
+        count(C_NL_UNATTRIBUTED, 1);
+        return Ok(());
+    };
+    if buf == 0 || len < 16 {
+        return Ok(());
+    }
+    // nlmsghdr: len u32, type u16, flags u16, seq u32, pid u32.
+    let ty: u16 = unsafe { uread((buf + 4) as *const u16) }.unwrap_or(0);
+    if !is_change(ty) {
+        return Ok(());
+    }
+    count(C_NL_SEEN, 1);
+    if tracked {
+        flags |= NL_F_TRACKED;
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<NetlinkEvent>(0) else {
+        count(C_NL_LOST, 1);
+        return Ok(());
+    };
+    // SAFETY: fresh reservation of size_of::<NetlinkEvent>().
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let mut n = len;
+    if n > NL_MAX_REQ as u64 {
+        n = NL_MAX_REQ as u64;
+        flags |= NL_F_REQ_CUT;
+    }
+    let n32 = (n as u32) & (NL_MAX_REQ as u32 * 2 - 1);
+    ev.req_len = 0;
+    if n32 as usize <= NL_MAX_REQ {
+        // SAFETY: n32 <= NL_MAX_REQ, the size of `req`.
+        let r = unsafe { bpf_probe_read_user(ev.req.as_mut_ptr() as *mut c_void, n32, buf as *const c_void) };
+        if r == 0 {
+            ev.req_len = n32;
+        }
+    }
+    ev.req_total = len as u32;
+    ev.target_netns = 0;
+    ev._pad0 = 0;
+    if ty == 16 || ty == 19 {
+        ev.target_netns = link_move_target(&off, task, buf, len);
+    }
+
+    let sk: u64 = unsafe { ctx.read_at(off.tp_send_sk as usize) }.unwrap_or(0);
+    ev.sk = sk;
+    let net: u64 = unsafe { kread(sk, off.sock_net) };
+    ev.netns = unsafe { kread::<u32>(net, off.net_ns_inum) };
+    let nsproxy: u64 = unsafe { kread(task, off.task_nsproxy) };
+    let tnet: u64 = unsafe { kread(nsproxy, off.nsproxy_net_ns) };
+    ev.task_netns = unsafe { kread::<u32>(tnet, off.net_ns_inum) };
+
+    // The reply: the last skb on the socket's receive queue.
+    ev.ack_len = 0;
+    let qlen: u32 = unsafe { kread(sk, off.sock_rcvq_qlen) };
+    if qlen > 0 {
+        let skb: u64 = unsafe { kread(sk, off.sock_rcvq_prev) };
+        let data: u64 = unsafe { kread(skb, off.skb_data) };
+        let slen: u32 = unsafe { kread(skb, off.skb_len) };
+        let mut a = slen;
+        if a > NL_MAX_ACK as u32 {
+            a = NL_MAX_ACK as u32;
+        }
+        let a = a & (NL_MAX_ACK as u32 * 2 - 1);
+        if data != 0 && a > 0 && a as usize <= NL_MAX_ACK {
+            // SAFETY: a <= NL_MAX_ACK, the size of `ack`; kernel memory read via the helper.
+            let r = unsafe { raw_read_kernel(ev.ack.as_mut_ptr() as *mut c_void, a, data as *const c_void) };
+            if r == 0 {
+                ev.ack_len = a;
+                flags |= NL_F_REPLY;
+            }
+        }
+    }
+    ev.extack_len = 0;
+    if let Some(msg) = unsafe { EXTACK.get(&id) } {
+        ev.extack = *msg;
+        ev.extack_len = NL_MAX_EXTACK as u32;
+        flags |= NL_F_EXTACK;
+        let _ = EXTACK.remove(&id);
+    }
+    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    ev.hdr = Header {
+        kind: EV_NETLINK,
+        flags,
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        pid: id as u32,
+        tgid,
+    };
+    entry.submit(0);
+    Ok(())
 }

@@ -5,6 +5,7 @@ mod clock;
 mod correlate;
 mod events;
 mod kernel;
+mod netlink;
 
 use std::process::ExitCode;
 

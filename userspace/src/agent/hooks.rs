@@ -41,11 +41,14 @@ pub struct KernelCounters {
     pub stdio_bytes: u64,
     pub cut_bytes: u64,
     pub read_faults: u64,
+    pub netlink_seen: u64,
+    pub lost_netlink: u64,
+    pub netlink_unattributed: u64,
 }
 
 impl KernelCounters {
     pub fn lost(&self) -> u64 {
-        self.lost_exec + self.lost_fork + self.lost_exit + self.lost_stdio
+        self.lost_exec + self.lost_fork + self.lost_exit + self.lost_stdio + self.lost_netlink
     }
 }
 
@@ -66,6 +69,7 @@ pub struct Hooks {
     counters: PerCpuArray<MapData, u64>,
     links: Vec<TracePointLink>,
     hold_enabled: bool,
+    nl_scope: u32,
     linger: Duration,
     last_plugin: Instant,
     pub state: HookState,
@@ -82,7 +86,7 @@ fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &st
 const HEARTBEAT_MAX_AGE: Duration = Duration::from_secs(2);
 
 impl Hooks {
-    pub fn new(mut ebpf: Ebpf, hold_enabled: bool, linger: Duration) -> Result<Self> {
+    pub fn new(mut ebpf: Ebpf, hold_enabled: bool, nl_scope: u32, linger: Duration) -> Result<Self> {
         let control = take(&mut ebpf, names::CONTROL)?;
         let held_map = ebpf
             .take_map(names::HELD)
@@ -105,6 +109,7 @@ impl Hooks {
             counters,
             links: Vec::new(),
             hold_enabled,
+            nl_scope,
             linger,
             last_plugin: Instant::now(),
             state: HookState::default(),
@@ -127,6 +132,8 @@ impl Hooks {
             hold_enabled: self.hold_enabled as u32,
             heartbeat_ns: clock::boot_ns(),
             heartbeat_max_age_ns: HEARTBEAT_MAX_AGE.as_nanos() as u64,
+            nl_scope: self.nl_scope,
+            _pad0: 0,
         };
         self.control
             .set(0, c, 0)
@@ -239,6 +246,9 @@ impl Hooks {
             stdio_bytes: get(abi::C_STDIO_BYTES),
             cut_bytes: get(abi::C_CUT_BYTES),
             read_faults: get(abi::C_READ_FAULT),
+            netlink_seen: get(abi::C_NL_SEEN),
+            lost_netlink: get(abi::C_NL_LOST),
+            netlink_unattributed: get(abi::C_NL_UNATTRIBUTED),
         }
     }
 

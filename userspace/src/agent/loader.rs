@@ -20,6 +20,10 @@ pub const ALWAYS_ON: &[(&str, &str, &str)] = &[
     (names::PROG_EXEC, "sched", "sched_process_exec"),
     (names::PROG_EXIT, "sched", "sched_process_exit"),
 ];
+pub const NETLINK: &[(&str, &str, &str)] = &[
+    (names::PROG_NL_EXTACK, "netlink", "netlink_extack"),
+    (names::PROG_NL_SEND, "sock", "sock_send_length"),
+];
 pub const STDIO: &[(&str, &str, &str)] = &[
     (names::PROG_READ_EXIT, "syscalls", "sys_exit_read"),
     (names::PROG_WRITE_EXIT, "syscalls", "sys_exit_write"),
@@ -28,7 +32,8 @@ pub const STDIO: &[(&str, &str, &str)] = &[
 ];
 
 /// Everything checked before loading: privileges, BTF, tracefs (mounted when missing), offsets.
-pub fn preflight() -> Result<(PathBuf, Offsets)> {
+/// The last value says whether rtnetlink capture can run here (else why not).
+pub fn preflight() -> Result<(PathBuf, Offsets, Result<()>)> {
     let checks = doctor::run_checks();
     if let Some(c) = checks
         .iter()
@@ -38,9 +43,10 @@ pub fn preflight() -> Result<(PathBuf, Offsets)> {
     }
     let btf = offsets::load_btf()?;
     let tfs = tracefs::ensure_mounted()?;
-    let offs = offsets::resolve(&btf, &tfs)?;
+    let mut offs = offsets::resolve(&btf, &tfs)?;
     offsets::check_io_layout(&tfs, &offs)?;
-    Ok((tfs, offs))
+    let nl = offsets::resolve_netlink(&btf, &tfs, &mut offs);
+    Ok((tfs, offs, nl))
 }
 
 fn explain(name: &str, e: ProgramError) -> anyhow::Error {
@@ -62,7 +68,7 @@ pub fn load(offs: &Offsets, ringbuf_bytes: u32) -> Result<Ebpf> {
         .map_max_entries(names::EVENTS, ringbuf_bytes)
         .load(PROGRAMS)
         .context("loading cniscope's eBPF object (maps and BTF)")?;
-    for (name, _, _) in ALWAYS_ON.iter().chain(STDIO) {
+    for (name, _, _) in ALWAYS_ON.iter().chain(STDIO).chain(NETLINK) {
         let p: &mut TracePoint = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} is missing from the object"))?
@@ -77,8 +83,9 @@ pub fn load(offs: &Offsets, ringbuf_bytes: u32) -> Result<Ebpf> {
     Ok(ebpf)
 }
 
-/// Attaches exec, fork and exit: cheap scheduler tracepoints, off the syscall path.
-pub fn attach_always_on(ebpf: &mut Ebpf) -> Result<()> {
+/// Attaches exec, fork and exit (cheap scheduler tracepoints, off the syscall path) and, with
+/// `netlink`, the rtnetlink programs (`sock:sock_send_length` is not a syscall tracepoint either).
+pub fn attach_always_on(ebpf: &mut Ebpf, netlink: bool) -> Result<()> {
     // Fork first, so a plugin's children are followed from its first exec on.
     let p: &mut RawTracePoint = ebpf
         .program_mut(names::PROG_FORK)
@@ -86,7 +93,12 @@ pub fn attach_always_on(ebpf: &mut Ebpf) -> Result<()> {
         .try_into()?;
     p.attach("sched_process_fork")
         .context("attaching raw tracepoint sched_process_fork")?;
-    for (name, cat, tp) in ALWAYS_ON {
+    let progs: Vec<_> = if netlink {
+        ALWAYS_ON.iter().chain(NETLINK).collect()
+    } else {
+        ALWAYS_ON.iter().collect()
+    };
+    for (name, cat, tp) in progs {
         let p: &mut TracePoint = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing"))?

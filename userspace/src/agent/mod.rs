@@ -18,6 +18,13 @@ use tokio::io::unix::AsyncFd;
 
 use crate::clock::Clock;
 use crate::correlate::runs::Runs;
+use crate::netlink::names::Names;
+
+/// What the reader keeps between records.
+struct State {
+    runs: Runs,
+    names: Names,
+}
 use crate::events::{Event, Role, decode::decode};
 use hooks::{Hooks, Msg};
 use output::Output;
@@ -40,9 +47,20 @@ pub struct AgentArgs {
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     #[arg(long, default_value_t = 8 << 20)]
     pub ringbuf_bytes: u32,
+    /// Which processes' rtnetlink changes to report: every process on the node, only CNI plugin
+    /// process trees, or none.
+    #[arg(long, value_enum, default_value_t = NetlinkScope::All)]
+    pub netlink: NetlinkScope,
     /// Runs kept open at once (processes between exec and exit); beyond it the oldest is flushed.
     #[arg(long, default_value_t = 4096)]
     pub max_open_runs: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetlinkScope {
+    All,
+    Plugins,
+    Off,
 }
 
 /// Counters kept by the reader, reported with the kernel's.
@@ -55,16 +73,33 @@ struct ReaderStats {
 }
 
 pub fn run(args: AgentArgs) -> Result<()> {
-    let (tfs, offs) = loader::preflight()?;
+    let (tfs, offs, nl_ok) = loader::preflight()?;
+    let netlink = match (args.netlink, nl_ok) {
+        (NetlinkScope::Off, _) => false,
+        (_, Ok(())) => true,
+        (_, Err(e)) => {
+            tracing::warn!("rtnetlink capture is off on this kernel: {e:#}");
+            false
+        }
+    };
     let mut ebpf = loader::load(&offs, args.ringbuf_bytes)?;
     let ring: RingBuf<MapData> = RingBuf::try_from(
         ebpf.take_map(names::EVENTS)
             .context("map EVENTS is missing from the object")?,
     )?;
-    let mut hooks = Hooks::new(ebpf, !args.no_hold, Duration::from_millis(args.linger_ms))?;
+    let nl_scope = match args.netlink {
+        NetlinkScope::Plugins => cniscope_ebpf::NL_SCOPE_PLUGINS,
+        _ => cniscope_ebpf::NL_SCOPE_ALL,
+    };
+    let mut hooks = Hooks::new(
+        ebpf,
+        !args.no_hold,
+        nl_scope,
+        Duration::from_millis(args.linger_ms),
+    )?;
     // Before any thread exists and before anything is attached (see guardian.rs).
     let guard = guardian::spawn(hooks.held_map_fd())?;
-    loader::attach_always_on(hooks.ebpf_mut())?;
+    loader::attach_always_on(hooks.ebpf_mut(), netlink)?;
 
     let clock = Clock::now();
     let (out, out_thread) = Output::start(std::io::stdout(), 65536)?;
@@ -103,20 +138,21 @@ pub fn run(args: AgentArgs) -> Result<()> {
         "guardian_pid": guard.pid,
         "tracefs": tfs,
         "hold": !args.no_hold,
+        "netlink": netlink,
     }));
     tracing::info!("attached; watching for CNI plugins (Ctrl-C to stop)");
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut runs = Runs::new(args.max_open_runs);
-    let result = rt.block_on(read_loop(ring, &args, &clock, &out, &tx, &stats, &mut runs));
+    let mut st = State { runs: Runs::new(args.max_open_runs), names: Names::default() };
+    let result = rt.block_on(read_loop(ring, &args, &clock, &out, &tx, &stats, &mut st));
 
     // Shutdown: resume and detach first, then flush what is left.
     let (done_tx, done_rx) = mpsc::channel();
     let _ = tx.send(Msg::Shutdown(done_tx));
     let _ = done_rx.recv_timeout(Duration::from_secs(10));
-    for r in runs.drain() {
+    for r in st.runs.drain() {
         out.emit(&output::run_json(&r, &clock));
     }
     out.emit(
@@ -136,7 +172,7 @@ async fn read_loop(
     out: &Output,
     tx: &mpsc::Sender<Msg>,
     stats: &ReaderStats,
-    runs: &mut Runs,
+    st: &mut State,
 ) -> Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as the
     // AsyncFd holds it.
@@ -153,7 +189,7 @@ async fn read_loop(
                 while let Some(item) = ring.next() {
                     let ev = decode(&item);
                     drop(item);
-                    handle(&ev, args, clock, out, tx, stats, runs);
+                    handle(&ev, args, clock, out, tx, stats, st);
                 }
                 guard.clear_ready();
             }
@@ -169,12 +205,21 @@ fn handle(
     out: &Output,
     tx: &mpsc::Sender<Msg>,
     stats: &ReaderStats,
-    runs: &mut Runs,
+    st: &mut State,
 ) {
     stats.records.fetch_add(1, Ordering::Relaxed);
+    let runs = &mut st.runs;
     match ev {
         Event::Exec(e) if e.role == Role::Plugin => {
             let _ = tx.send(Msg::PluginSeen);
+            if let Some(ns) = e.cni.as_ref().and_then(|c| c.netns.as_deref()) {
+                st.names.learn_path(std::path::Path::new(ns));
+            }
+        }
+        Event::Netlink(req) => {
+            for line in output::netlink_json(req, &mut st.names, clock, args.events) {
+                out.emit(&line);
+            }
         }
         Event::Undecodable { .. } => {
             stats.undecodable.fetch_add(1, Ordering::Relaxed);

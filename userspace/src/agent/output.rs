@@ -92,12 +92,66 @@ pub fn event_json(ev: &Event, clock: &Clock) -> Value {
             }
             with_type("stdio", ts, v)
         }
+        Event::Netlink(n) => {
+            let mut v = json!(n);
+            if let Value::Object(m) = &mut v {
+                m.insert("request".into(), json!(base64_of(&n.request)));
+                m.insert("reply".into(), json!(base64_of(&n.reply)));
+            }
+            with_type("netlink_raw", ts, v)
+        }
         Event::Undecodable { kind, len, reason } => with_type(
             "undecodable",
             ts,
             json!({"kind": kind, "len": len, "reason": reason}),
         ),
     }
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// One `netlink` line per state-changing message of a request (an `undecodable` line for what
+/// does not parse). With `raw`, the request and reply bytes are included (base64).
+pub fn netlink_json(
+    req: &crate::netlink::NlRequest,
+    names: &mut crate::netlink::names::Names,
+    clock: &Clock,
+    raw: bool,
+) -> Vec<Value> {
+    use crate::netlink::describe::{Described, describe};
+    let ts = clock.rfc3339(req.ts_ns);
+    let netns_name = names.display(req.netns);
+    describe(req, names)
+        .into_iter()
+        .map(|d| match d {
+            Described::Change(c) => {
+                let mut v = json!({
+                    "pid": req.pid, "tgid": req.tgid, "comm": req.comm,
+                    "netns": req.netns, "netns_name": netns_name,
+                    "task_netns": req.task_netns, "plugin_tree": req.plugin_tree,
+                });
+                if let (Value::Object(m), Value::Object(c)) = (&mut v, json!(c)) {
+                    m.extend(c);
+                    if raw {
+                        m.insert("request".into(), json!(base64_of(&req.request)));
+                    }
+                }
+                with_type("netlink", ts.clone(), v)
+            }
+            Described::Undecodable(u) => with_type(
+                "undecodable",
+                ts.clone(),
+                json!({
+                    "what": "netlink", "pid": req.pid, "comm": req.comm, "netns": req.netns,
+                    "msg_type": u.msg_type, "reason": u.reason,
+                    "request": base64_of(&req.request),
+                }),
+            ),
+        })
+        .collect()
 }
 
 /// The line for a finished process run.

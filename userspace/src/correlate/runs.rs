@@ -140,7 +140,7 @@ impl Runs {
                     done.push(finish(o, Some(x)));
                 }
             }
-            Event::Fork(_) | Event::Undecodable { .. } => {}
+            Event::Fork(_) | Event::Netlink(_) | Event::Undecodable { .. } => {}
         }
         done
     }

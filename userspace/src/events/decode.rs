@@ -146,6 +146,30 @@ fn stdio(buf: &[u8]) -> Result<Event, String> {
     }))
 }
 
+fn netlink(buf: &[u8]) -> Result<Event, String> {
+    let e: abi::NetlinkEvent = read_exact(buf)?;
+    let fl = e.hdr.flags;
+    let req_len = (e.req_len as usize).min(abi::NL_MAX_REQ);
+    let ack_len = (e.ack_len as usize).min(abi::NL_MAX_ACK);
+    Ok(Event::Netlink(crate::netlink::NlRequest {
+        ts_ns: e.hdr.ts_ns,
+        pid: e.hdr.pid,
+        tgid: e.hdr.tgid,
+        comm: cstr(&e.comm),
+        netns: e.netns,
+        task_netns: e.task_netns,
+        target_netns: (e.target_netns != 0).then_some(e.target_netns),
+        sk: e.sk,
+        plugin_tree: fl & abi::NL_F_TRACKED != 0,
+        sendto: fl & abi::NL_F_SENDTO != 0,
+        request: e.req[..req_len].to_vec(),
+        request_total: e.req_total,
+        request_cut: fl & abi::NL_F_REQ_CUT != 0,
+        reply: if fl & abi::NL_F_REPLY != 0 { e.ack[..ack_len].to_vec() } else { Vec::new() },
+        extack: (fl & abi::NL_F_EXTACK != 0).then(|| cstr(&e.extack)),
+    }))
+}
+
 fn fork(buf: &[u8]) -> Result<Event, String> {
     let e: abi::ForkEvent = read_exact(buf)?;
     Ok(Event::Fork(Fork {
@@ -170,6 +194,7 @@ pub fn decode(buf: &[u8]) -> Event {
         abi::EV_FORK => fork(buf),
         abi::EV_EXIT => exit(buf),
         abi::EV_STDIO => stdio(buf),
+        abi::EV_NETLINK => netlink(buf),
         other => Err(format!("unknown event kind {other}")),
     };
     r.unwrap_or_else(|reason| Event::Undecodable {

@@ -119,6 +119,8 @@ pub enum Event {
     Fork(Fork),
     Exit(Exit),
     Stdio(Stdio),
+    /// An rtnetlink request that changes state.
+    Netlink(crate::netlink::NlRequest),
     /// A record that could not be decoded, with the reason; never dropped silently.
     Undecodable {
         kind: u32,
@@ -134,6 +136,7 @@ impl Event {
             Event::Fork(e) => e.ts_ns,
             Event::Exit(e) => e.ts_ns,
             Event::Stdio(e) => e.ts_ns,
+            Event::Netlink(e) => e.ts_ns,
             Event::Undecodable { .. } => 0,
         }
     }

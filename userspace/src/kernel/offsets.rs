@@ -62,8 +62,52 @@ pub fn resolve(btf: &Btf, tracefs: &Path) -> Result<Offsets> {
         tp_enter_fd: tracefs::field_offset(tracefs, "syscalls", "sys_enter_read", "fd")?,
         tp_enter_buf: tracefs::field_offset(tracefs, "syscalls", "sys_enter_read", "buf")?,
         tp_exit_ret: tracefs::field_offset(tracefs, "syscalls", "sys_exit_read", "ret")?,
-        _pad0: 0,
+        ..Offsets::ZERO
     })
+}
+
+/// Adds what the rtnetlink program needs; an error means netlink capture cannot run on this
+/// kernel (the rest still can).
+pub fn resolve_netlink(btf: &Btf, tracefs: &Path, o: &mut Offsets) -> Result<()> {
+    let off = |s: &str, p: &str| {
+        btf.offset_of(s, p)
+            .with_context(|| format!("offset of {s}.{p} from BTF"))
+    };
+    let tp = |f: &str| tracefs::field_offset(tracefs, "sock", "sock_send_length", f);
+    o.tp_send_sk = tp("sk")?;
+    o.tp_send_family = tp("family")?;
+    o.tp_send_protocol = tp("protocol")?;
+    o.tp_send_ret = tp("ret")?;
+    o.tp_extack_msg = tracefs::field_offset(tracefs, "netlink", "netlink_extack", "msg")?;
+    o.task_stack = off("task_struct", "stack")?;
+    // x86_64: THREAD_SIZE is 16 KiB, doubled under KASAN (whose functions are then in BTF).
+    anyhow::ensure!(
+        cfg!(target_arch = "x86_64"),
+        "reading the sender's registers is implemented for x86_64 only"
+    );
+    let kasan = btf.func_id("kasan_check_range").is_some();
+    o.thread_size = if kasan { 32 << 10 } else { 16 << 10 };
+    o.pt_regs_size = btf.struct_size("pt_regs")?;
+    o.regs_orig_ax = off("pt_regs", "orig_ax")?;
+    o.regs_si = off("pt_regs", "si")?;
+    o.regs_dx = off("pt_regs", "dx")?;
+    o.msghdr_iov = off("user_msghdr", "msg_iov")?;
+    o.iovec_base = off("iovec", "iov_base")?;
+    o.iovec_len = off("iovec", "iov_len")?;
+    o.sock_net = off("sock", "__sk_common.skc_net.net")?;
+    o.sock_rcvq_prev = off("sock", "sk_receive_queue.prev")?;
+    o.sock_rcvq_qlen = off("sock", "sk_receive_queue.qlen")?;
+    o.skb_data = off("sk_buff", "data")?;
+    o.skb_len = off("sk_buff", "len")?;
+    o.task_files = off("task_struct", "files")?;
+    o.files_fdt = off("files_struct", "fdt")?;
+    o.fdt_fd = off("fdtable", "fd")?;
+    o.fdt_max_fds = off("fdtable", "max_fds")?;
+    o.file_inode = off("file", "f_inode")?;
+    o.inode_ino = off("inode", "i_ino")?;
+    o.nr_sendto = libc::SYS_sendto as u32;
+    o.nr_sendmsg = libc::SYS_sendmsg as u32;
+    Ok(())
 }
 
 /// The programs read `fd`/`buf` of read and write, and `ret` of both exits, at one set of

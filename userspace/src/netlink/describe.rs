@@ -1,0 +1,488 @@
+//! What each message of a request does, the way `ip` users read it
+//! (`route add 192.0.3.0/24 dev eth0 proto static scope link table main`) plus structured fields.
+//! Parsing is netlink-packet-route's; anything it cannot parse becomes an `Undecodable` with the
+//! reason, never a panic.
+
+use std::fmt::Write as _;
+
+use netlink_packet_core::ParseableParametrized;
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    address::{AddressAttribute, AddressMessage},
+    link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope},
+    rule::{RuleAttribute, RuleMessage},
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::NlRequest;
+use super::names::{Names, netns_of_fd, netns_of_pid};
+use super::reply::{Outcome, Status, outcome};
+
+const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_CREATE: u16 = 0x400;
+
+/// One state-changing message of a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub seq: u32,
+    pub msg_type: u16,
+    /// link, addr, route, neigh, rule, nexthop.
+    pub object: &'static str,
+    /// add, replace, change, set, del.
+    pub verb: &'static str,
+    /// `ip`-style rendering.
+    pub op: String,
+    /// The interface it is about, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ifindex: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// For a link moved to another namespace: that namespace's inode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_netns: Option<u32>,
+    pub outcome: Outcome,
+    pub detail: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Undecodable {
+    pub msg_type: u16,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Described {
+    Change(Change),
+    Undecodable(Undecodable),
+}
+
+fn object_of(t: u16) -> Option<&'static str> {
+    match t {
+        16..=19 => Some("link"),
+        20..=23 => Some("addr"),
+        24..=27 => Some("route"),
+        28..=31 => Some("neigh"),
+        32..=35 => Some("rule"),
+        104..=107 => Some("nexthop"),
+        _ => None,
+    }
+}
+
+fn verb_of(t: u16, flags: u16) -> Option<&'static str> {
+    let base = if t >= 104 { t - 104 } else { (t - 16) % 4 };
+    match base {
+        0 if flags & NLM_F_CREATE != 0 && flags & NLM_F_REPLACE != 0 => Some("replace"),
+        0 if flags & NLM_F_CREATE != 0 => Some("add"),
+        0 if t == 16 => Some("set"),
+        0 => Some("change"),
+        1 => Some("del"),
+        3 => Some("set"),
+        _ => None, // GET
+    }
+}
+
+fn addr(a: &RouteAddress) -> String {
+    match a {
+        RouteAddress::Inet(v) => v.to_string(),
+        RouteAddress::Inet6(v) => v.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn table_name(t: u32) -> String {
+    match t {
+        254 => "main".into(),
+        255 => "local".into(),
+        253 => "default".into(),
+        n => n.to_string(),
+    }
+}
+
+struct Ctx<'a> {
+    names: &'a mut Names,
+    netns: u32,
+    tgid: u32,
+    target_netns: Option<u32>,
+}
+
+impl Ctx<'_> {
+    fn dev(&mut self, index: u32) -> String {
+        self.names
+            .ifname(self.netns, index, &[self.tgid])
+            .unwrap_or_else(|| format!("if{index}"))
+    }
+}
+
+fn route(m: &RouteMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, Value) {
+    let h = &m.header;
+    let mut dst = None;
+    let (mut gw, mut oif, mut table, mut metric, mut src) = (None, None, None, None, None);
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dst = Some(addr(d)),
+            RouteAttribute::Gateway(g) => gw = Some(addr(g)),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Table(t) => table = Some(*t),
+            RouteAttribute::Priority(p) => metric = Some(*p),
+            RouteAttribute::PrefSource(s) => src = Some(addr(s)),
+            _ => {}
+        }
+    }
+    let table = table.unwrap_or(h.table as u32);
+    let mut s = format!("route {verb} ");
+    match &dst {
+        Some(d) => {
+            let _ = write!(s, "{d}/{}", h.destination_prefix_length);
+        }
+        None => s.push_str("default"),
+    }
+    if let Some(g) = &gw {
+        let _ = write!(s, " via {g}");
+    }
+    let dev = oif.map(|i| cx.dev(i));
+    if let Some(d) = &dev {
+        let _ = write!(s, " dev {d}");
+    }
+    let proto = format!("{:?}", h.protocol).to_lowercase();
+    if proto != "unspec" {
+        let _ = write!(s, " proto {proto}");
+    }
+    let scope = match h.scope {
+        RouteScope::Universe => None,
+        other => Some(format!("{other:?}").to_lowercase()),
+    };
+    if let Some(sc) = &scope {
+        let _ = write!(s, " scope {sc}");
+    }
+    if let Some(p) = &src {
+        let _ = write!(s, " src {p}");
+    }
+    if table != 0 {
+        let _ = write!(s, " table {}", table_name(table));
+    }
+    if let Some(m) = metric {
+        let _ = write!(s, " metric {m}");
+    }
+    let detail = json!({
+        "family": format!("{:?}", h.address_family).to_lowercase(),
+        "dst": dst.map(|d| format!("{d}/{}", h.destination_prefix_length)),
+        "gateway": gw, "oif": oif, "dev": dev, "protocol": proto, "scope": scope,
+        "table": table, "metric": metric, "type": format!("{:?}", h.kind).to_lowercase(),
+    });
+    (s, oif, detail)
+}
+
+fn address(m: &AddressMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, Value) {
+    let h = &m.header;
+    let mut local = None;
+    let mut address = None;
+    let mut label = None;
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Local(ip) => local = Some(ip.to_string()),
+            AddressAttribute::Address(ip) => address = Some(ip.to_string()),
+            AddressAttribute::Label(l) => label = Some(l.clone()),
+            _ => {}
+        }
+    }
+    let ip = local.clone().or(address.clone()).unwrap_or_else(|| "?".into());
+    let dev = cx.dev(h.index);
+    let s = format!("addr {verb} {ip}/{} dev {dev}", h.prefix_len);
+    let detail = json!({
+        "family": format!("{:?}", h.family).to_lowercase(), "local": local, "address": address,
+        "prefix_len": h.prefix_len, "index": h.index, "dev": dev, "label": label,
+        "scope": format!("{:?}", h.scope).to_lowercase(),
+    });
+    (s, Some(h.index), detail)
+}
+
+/// Link kind, and a veth peer's name, from IFLA_LINKINFO.
+fn link_info(infos: &[LinkInfo]) -> (Option<String>, Option<String>) {
+    let mut kind = None;
+    let mut peer = None;
+    for i in infos {
+        match i {
+            LinkInfo::Kind(k) => {
+                kind = Some(match k {
+                    InfoKind::Other(s) => s.clone(),
+                    other => format!("{other:?}").to_lowercase(),
+                })
+            }
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) => {
+                peer = p.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                })
+            }
+            _ => {}
+        }
+    }
+    (kind, peer)
+}
+
+fn link(
+    m: &LinkMessage,
+    verb: &str,
+    cx: &mut Ctx,
+    target: &mut Option<u32>,
+) -> Option<(String, Option<u32>, Value)> {
+    let h = &m.header;
+    let (mut name, mut mtu, mut master, mut kind, mut peer, mut ns_fd, mut ns_pid) =
+        (None, None, None, None, None, None, None);
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::Mtu(v) => mtu = Some(*v),
+            LinkAttribute::Controller(c) => master = Some(*c),
+            LinkAttribute::LinkInfo(infos) => (kind, peer) = link_info(infos),
+            LinkAttribute::NetNsFd(fd) => ns_fd = Some(*fd),
+            LinkAttribute::NetNsPid(p) => ns_pid = Some(*p),
+            _ => {}
+        }
+    }
+    if let Some(fd) = ns_fd {
+        *target = cx.target_netns.or_else(|| netns_of_fd(cx.tgid, fd));
+    } else if let Some(p) = ns_pid {
+        *target = netns_of_pid(p);
+    }
+    let index = (h.index != 0).then_some(h.index);
+    if index.is_none() && name.is_none() {
+        // Names no link (iproute2 sends one such RTM_NEWLINK at start-up to probe the kernel):
+        // it cannot change anything.
+        return None;
+    }
+    if let (Some(i), Some(n)) = (index, &name) {
+        cx.names.learn_ifname(cx.netns, i, n);
+    }
+    let dev = match (index, &name) {
+        (Some(i), _) if verb != "add" => cx.dev(i),
+        (_, Some(n)) => n.clone(),
+        (Some(i), None) => cx.dev(i),
+        (None, None) => "?".into(),
+    };
+    let mut s = match verb {
+        "add" => format!("link add {dev}"),
+        "del" => format!("link del dev {dev}"),
+        _ => format!("link set dev {dev}"),
+    };
+    if verb == "add" {
+        if let Some(k) = &kind {
+            let _ = write!(s, " type {k}");
+        }
+        if let Some(p) = &peer {
+            let _ = write!(s, " peer name {p}");
+        }
+    } else if let (Some(n), Some(_)) = (&name, index) {
+        if *n != dev {
+            let _ = write!(s, " name {n}");
+        }
+    }
+    if h.change_mask.contains(LinkFlags::Up) {
+        s.push_str(if h.flags.contains(LinkFlags::Up) { " up" } else { " down" });
+    }
+    if let Some(m) = mtu {
+        let _ = write!(s, " mtu {m}");
+    }
+    if let Some(c) = master {
+        if c == 0 {
+            s.push_str(" nomaster");
+        } else {
+            let mdev = cx.dev(c);
+            let _ = write!(s, " master {mdev}");
+        }
+    }
+    if ns_fd.is_some() || ns_pid.is_some() {
+        match (target.as_ref(), ns_pid) {
+            (Some(t), _) => {
+                let shown = cx.names.display(*t).unwrap_or_else(|| format!("netns:[{t}]"));
+                let _ = write!(s, " netns {shown}");
+            }
+            (None, Some(p)) => {
+                let _ = write!(s, " netns pid {p}");
+            }
+            (None, None) => s.push_str(" netns <fd>"),
+        }
+    }
+    let detail = json!({
+        "index": index, "name": name, "kind": kind, "peer": peer, "mtu": mtu, "master": master,
+        "up": h.change_mask.contains(LinkFlags::Up).then(|| h.flags.contains(LinkFlags::Up)),
+        "netns_fd": ns_fd, "netns_pid": ns_pid, "target_netns": *target,
+    });
+    Some((s, index, detail))
+}
+
+fn neigh(m: &NeighbourMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, Value) {
+    let h = &m.header;
+    let mut dst = None;
+    let mut lladdr = None;
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => dst = Some(v.to_string()),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => dst = Some(v.to_string()),
+            NeighbourAttribute::LinkLayerAddress(mac) => {
+                lladdr = Some(
+                    mac.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                )
+            }
+            _ => {}
+        }
+    }
+    let dev = cx.dev(h.ifindex);
+    let mut s = format!("neigh {verb} {}", dst.clone().unwrap_or_else(|| "?".into()));
+    if let Some(l) = &lladdr {
+        let _ = write!(s, " lladdr {l}");
+    }
+    let _ = write!(s, " dev {dev}");
+    let state = format!("{:?}", h.state).to_lowercase();
+    let _ = write!(s, " nud {state}");
+    let detail = json!({"dst": dst, "lladdr": lladdr, "index": h.ifindex, "dev": dev, "state": state});
+    (s, Some(h.ifindex), detail)
+}
+
+fn rule(m: &RuleMessage, verb: &str) -> (String, Option<u32>, Value) {
+    let mut s = format!("rule {verb}");
+    let (mut from, mut to, mut table, mut prio) = (None, None, None, None);
+    for a in &m.attributes {
+        match a {
+            RuleAttribute::Source(ip) => from = Some(format!("{ip}/{}", m.header.src_len)),
+            RuleAttribute::Destination(ip) => to = Some(format!("{ip}/{}", m.header.dst_len)),
+            RuleAttribute::Table(t) => table = Some(*t),
+            RuleAttribute::Priority(p) => prio = Some(*p),
+            _ => {}
+        }
+    }
+    if let Some(p) = prio {
+        let _ = write!(s, " priority {p}");
+    }
+    if let Some(f) = &from {
+        let _ = write!(s, " from {f}");
+    }
+    if let Some(t) = &to {
+        let _ = write!(s, " to {t}");
+    }
+    let table = table.unwrap_or(m.header.table as u32);
+    if table != 0 {
+        let _ = write!(s, " table {}", table_name(table));
+    }
+    (s, None, json!({"from": from, "to": to, "table": table, "priority": prio}))
+}
+
+/// Describes every state-changing message in `req`.
+pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
+    let b = &req.request;
+    let mut out = Vec::new();
+    let mut o = 0usize;
+    let mut cx = Ctx {
+        names,
+        netns: req.netns,
+        tgid: req.tgid,
+        target_netns: req.target_netns,
+    };
+    let mut msgs = Vec::new();
+    while o + 16 <= b.len() {
+        let len = u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]) as usize;
+        let ty = u16::from_ne_bytes([b[o + 4], b[o + 5]]);
+        let flags = u16::from_ne_bytes([b[o + 6], b[o + 7]]);
+        let seq = u32::from_ne_bytes([b[o + 8], b[o + 9], b[o + 10], b[o + 11]]);
+        if len < 16 {
+            out.push(Described::Undecodable(Undecodable {
+                msg_type: ty,
+                reason: format!("message length {len} is shorter than a netlink header"),
+            }));
+            break;
+        }
+        if o + len > b.len() {
+            let why = if req.request_cut {
+                format!(
+                    "message of {len} bytes runs past the {} bytes captured (the request was cut)",
+                    b.len() - o
+                )
+            } else {
+                format!("message of {len} bytes runs past the {} bytes sent", b.len() - o)
+            };
+            out.push(Described::Undecodable(Undecodable { msg_type: ty, reason: why }));
+            break;
+        }
+        msgs.push((ty, flags, seq, o + 16..o + len));
+        o += (len + 3) & !3;
+    }
+    if msgs.is_empty() && out.is_empty() {
+        out.push(Described::Undecodable(Undecodable {
+            msg_type: 0,
+            reason: format!("{} bytes hold no complete netlink message", b.len()),
+        }));
+    }
+    let last = msgs.len().saturating_sub(1);
+    for (i, (ty, flags, seq, range)) in msgs.into_iter().enumerate() {
+        let (Some(object), Some(verb)) = (object_of(ty), verb_of(ty, flags)) else {
+            continue; // a GET or another family in the same send
+        };
+        // Only the last message's reply is visible on the socket.
+        let oc = if i == last {
+            outcome(&req.reply, seq, flags, req.extack.as_deref())
+        } else {
+            Outcome { status: Status::Unknown, errno: None, error: None, extack: None }
+        };
+        if object == "nexthop" {
+            out.push(Described::Change(Change {
+                seq, msg_type: ty, object, verb, op: format!("nexthop {verb}"),
+                ifindex: None, ifname: None, target_netns: None, outcome: oc, detail: Value::Null,
+            }));
+            continue;
+        }
+        let parsed = RouteNetlinkMessage::parse_with_param(&b[range], ty);
+        let mut target = None;
+        let rendered = match &parsed {
+            Ok(RouteNetlinkMessage::NewRoute(m) | RouteNetlinkMessage::DelRoute(m)) => {
+                Some(route(m, verb, &mut cx))
+            }
+            Ok(RouteNetlinkMessage::NewAddress(m) | RouteNetlinkMessage::DelAddress(m)) => {
+                Some(address(m, verb, &mut cx))
+            }
+            Ok(
+                RouteNetlinkMessage::NewLink(m)
+                | RouteNetlinkMessage::DelLink(m)
+                | RouteNetlinkMessage::SetLink(m),
+            ) => match link(m, verb, &mut cx, &mut target) {
+                Some(r) => Some(r),
+                None => continue,
+            },
+            Ok(RouteNetlinkMessage::NewNeighbour(m) | RouteNetlinkMessage::DelNeighbour(m)) => {
+                Some(neigh(m, verb, &mut cx))
+            }
+            Ok(RouteNetlinkMessage::NewRule(m) | RouteNetlinkMessage::DelRule(m)) => {
+                Some(rule(m, verb))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                out.push(Described::Undecodable(Undecodable {
+                    msg_type: ty,
+                    reason: format!("{object} message does not parse: {e}"),
+                }));
+                continue;
+            }
+        };
+        let Some((op, ifindex, detail)) = rendered else { continue };
+        if object == "link" && verb == "add" && oc.status == Status::Ack {
+            // The kernel chose the new links' indexes: learn them now, so a later
+            // `link del dev <index>` still has a name after the link is gone.
+            for key in ["name", "peer"] {
+                if let Some(n) = detail[key].as_str() {
+                    cx.names.learn_index(req.netns, n, &[req.tgid]);
+                }
+            }
+        }
+        let ifname = ifindex.and_then(|i| cx.names.ifname(req.netns, i, &[req.tgid]));
+        out.push(Described::Change(Change {
+            seq, msg_type: ty, object, verb, op, ifindex, ifname, target_netns: target,
+            outcome: oc, detail,
+        }));
+    }
+    out
+}
