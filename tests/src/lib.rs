@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod cni;
 pub mod netns;
+pub mod rtnl;
 
 use std::path::PathBuf;
 

@@ -1,11 +1,6 @@
 //! `cniscope`: see what every CNI plugin in a chain really did.
 
-mod agent;
-mod clock;
-mod correlate;
-mod events;
-mod kernel;
-mod netlink;
+use cniscope::{agent, kernel};
 
 use std::process::ExitCode;
 

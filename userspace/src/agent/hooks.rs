@@ -86,7 +86,12 @@ fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &st
 const HEARTBEAT_MAX_AGE: Duration = Duration::from_secs(2);
 
 impl Hooks {
-    pub fn new(mut ebpf: Ebpf, hold_enabled: bool, nl_scope: u32, linger: Duration) -> Result<Self> {
+    pub fn new(
+        mut ebpf: Ebpf,
+        hold_enabled: bool,
+        nl_scope: u32,
+        linger: Duration,
+    ) -> Result<Self> {
         let control = take(&mut ebpf, names::CONTROL)?;
         let held_map = ebpf
             .take_map(names::HELD)

@@ -145,7 +145,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut st = State { runs: Runs::new(args.max_open_runs), names: Names::default() };
+    let mut st = State {
+        runs: Runs::new(args.max_open_runs),
+        names: Names::default(),
+    };
     let result = rt.block_on(read_loop(ring, &args, &clock, &out, &tx, &stats, &mut st));
 
     // Shutdown: resume and detach first, then flush what is left.

@@ -165,7 +165,11 @@ fn netlink(buf: &[u8]) -> Result<Event, String> {
         request: e.req[..req_len].to_vec(),
         request_total: e.req_total,
         request_cut: fl & abi::NL_F_REQ_CUT != 0,
-        reply: if fl & abi::NL_F_REPLY != 0 { e.ack[..ack_len].to_vec() } else { Vec::new() },
+        reply: if fl & abi::NL_F_REPLY != 0 {
+            e.ack[..ack_len].to_vec()
+        } else {
+            Vec::new()
+        },
         extack: (fl & abi::NL_F_EXTACK != 0).then(|| cstr(&e.extack)),
     }))
 }

@@ -134,10 +134,10 @@ fn route(m: &RouteMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, Va
     let table = table.unwrap_or(h.table as u32);
     let mut s = format!("route {verb} ");
     match &dst {
-        Some(d) => {
+        Some(d) if h.destination_prefix_length > 0 => {
             let _ = write!(s, "{d}/{}", h.destination_prefix_length);
         }
-        None => s.push_str("default"),
+        _ => s.push_str("default"),
     }
     if let Some(g) = &gw {
         let _ = write!(s, " via {g}");
@@ -188,7 +188,10 @@ fn address(m: &AddressMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>
             _ => {}
         }
     }
-    let ip = local.clone().or(address.clone()).unwrap_or_else(|| "?".into());
+    let ip = local
+        .clone()
+        .or(address.clone())
+        .unwrap_or_else(|| "?".into());
     let dev = cx.dev(h.index);
     let s = format!("addr {verb} {ip}/{} dev {dev}", h.prefix_len);
     let detail = json!({
@@ -199,10 +202,18 @@ fn address(m: &AddressMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>
     (s, Some(h.index), detail)
 }
 
-/// Link kind, and a veth peer's name, from IFLA_LINKINFO.
-fn link_info(infos: &[LinkInfo]) -> (Option<String>, Option<String>) {
+/// A veth peer created with the link: its name and where it goes (fd or pid).
+#[derive(Default)]
+struct Peer {
+    name: Option<String>,
+    ns_fd: Option<i32>,
+    ns_pid: Option<u32>,
+}
+
+/// Link kind, and a veth peer, from IFLA_LINKINFO.
+fn link_info(infos: &[LinkInfo]) -> (Option<String>, Peer) {
     let mut kind = None;
-    let mut peer = None;
+    let mut peer = Peer::default();
     for i in infos {
         match i {
             LinkInfo::Kind(k) => {
@@ -212,10 +223,14 @@ fn link_info(infos: &[LinkInfo]) -> (Option<String>, Option<String>) {
                 })
             }
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) => {
-                peer = p.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n.clone()),
-                    _ => None,
-                })
+                for a in &p.attributes {
+                    match a {
+                        LinkAttribute::IfName(n) => peer.name = Some(n.clone()),
+                        LinkAttribute::NetNsFd(fd) => peer.ns_fd = Some(*fd),
+                        LinkAttribute::NetNsPid(pid) => peer.ns_pid = Some(*pid),
+                        _ => {}
+                    }
+                }
             }
             _ => {}
         }
@@ -230,8 +245,9 @@ fn link(
     target: &mut Option<u32>,
 ) -> Option<(String, Option<u32>, Value)> {
     let h = &m.header;
-    let (mut name, mut mtu, mut master, mut kind, mut peer, mut ns_fd, mut ns_pid) =
-        (None, None, None, None, None, None, None);
+    let (mut name, mut mtu, mut master, mut kind, mut ns_fd, mut ns_pid) =
+        (None, None, None, None, None, None);
+    let mut peer = Peer::default();
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
@@ -272,7 +288,7 @@ fn link(
         if let Some(k) = &kind {
             let _ = write!(s, " type {k}");
         }
-        if let Some(p) = &peer {
+        if let Some(p) = &peer.name {
             let _ = write!(s, " peer name {p}");
         }
     } else if let (Some(n), Some(_)) = (&name, index) {
@@ -281,7 +297,11 @@ fn link(
         }
     }
     if h.change_mask.contains(LinkFlags::Up) {
-        s.push_str(if h.flags.contains(LinkFlags::Up) { " up" } else { " down" });
+        s.push_str(if h.flags.contains(LinkFlags::Up) {
+            " up"
+        } else {
+            " down"
+        });
     }
     if let Some(m) = mtu {
         let _ = write!(s, " mtu {m}");
@@ -297,7 +317,10 @@ fn link(
     if ns_fd.is_some() || ns_pid.is_some() {
         match (target.as_ref(), ns_pid) {
             (Some(t), _) => {
-                let shown = cx.names.display(*t).unwrap_or_else(|| format!("netns:[{t}]"));
+                let shown = cx
+                    .names
+                    .display(*t)
+                    .unwrap_or_else(|| format!("netns:[{t}]"));
                 let _ = write!(s, " netns {shown}");
             }
             (None, Some(p)) => {
@@ -306,8 +329,36 @@ fn link(
             (None, None) => s.push_str(" netns <fd>"),
         }
     }
+    // Where a veth peer goes: only userspace can resolve a nested fd, while the sender lives.
+    let peer_netns = match (peer.ns_fd, peer.ns_pid) {
+        (Some(fd), _) => netns_of_fd(cx.tgid, fd),
+        (None, Some(p)) => netns_of_pid(p),
+        _ => None,
+    };
+    if peer.ns_fd.is_some() || peer.ns_pid.is_some() {
+        let shown = peer_netns
+            .map(|t| {
+                cx.names
+                    .display(t)
+                    .unwrap_or_else(|| format!("netns:[{t}]"))
+            })
+            .unwrap_or_else(|| "<unresolved>".into());
+        let _ = write!(s, " netns {shown}");
+    }
+    let attributes: Vec<String> = m
+        .attributes
+        .iter()
+        .map(|a| {
+            let d = format!("{a:?}");
+            d.split(['(', ' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
     let detail = json!({
-        "index": index, "name": name, "kind": kind, "peer": peer, "mtu": mtu, "master": master,
+        "index": index, "name": name, "kind": kind, "peer": peer.name,
+        "peer_netns": peer_netns, "mtu": mtu, "master": master, "attributes": attributes,
         "up": h.change_mask.contains(LinkFlags::Up).then(|| h.flags.contains(LinkFlags::Up)),
         "netns_fd": ns_fd, "netns_pid": ns_pid, "target_netns": *target,
     });
@@ -321,7 +372,9 @@ fn neigh(m: &NeighbourMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>
     for a in &m.attributes {
         match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => dst = Some(v.to_string()),
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => dst = Some(v.to_string()),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => {
+                dst = Some(v.to_string())
+            }
             NeighbourAttribute::LinkLayerAddress(mac) => {
                 lladdr = Some(
                     mac.iter()
@@ -341,7 +394,8 @@ fn neigh(m: &NeighbourMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>
     let _ = write!(s, " dev {dev}");
     let state = format!("{:?}", h.state).to_lowercase();
     let _ = write!(s, " nud {state}");
-    let detail = json!({"dst": dst, "lladdr": lladdr, "index": h.ifindex, "dev": dev, "state": state});
+    let detail =
+        json!({"dst": dst, "lladdr": lladdr, "index": h.ifindex, "dev": dev, "state": state});
     (s, Some(h.ifindex), detail)
 }
 
@@ -370,7 +424,11 @@ fn rule(m: &RuleMessage, verb: &str) -> (String, Option<u32>, Value) {
     if table != 0 {
         let _ = write!(s, " table {}", table_name(table));
     }
-    (s, None, json!({"from": from, "to": to, "table": table, "priority": prio}))
+    (
+        s,
+        None,
+        json!({"from": from, "to": to, "table": table, "priority": prio}),
+    )
 }
 
 /// Describes every state-changing message in `req`.
@@ -404,9 +462,15 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
                     b.len() - o
                 )
             } else {
-                format!("message of {len} bytes runs past the {} bytes sent", b.len() - o)
+                format!(
+                    "message of {len} bytes runs past the {} bytes sent",
+                    b.len() - o
+                )
             };
-            out.push(Described::Undecodable(Undecodable { msg_type: ty, reason: why }));
+            out.push(Described::Undecodable(Undecodable {
+                msg_type: ty,
+                reason: why,
+            }));
             break;
         }
         msgs.push((ty, flags, seq, o + 16..o + len));
@@ -427,12 +491,25 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
         let oc = if i == last {
             outcome(&req.reply, seq, flags, req.extack.as_deref())
         } else {
-            Outcome { status: Status::Unknown, errno: None, error: None, extack: None }
+            Outcome {
+                status: Status::Unknown,
+                errno: None,
+                error: None,
+                extack: None,
+            }
         };
         if object == "nexthop" {
             out.push(Described::Change(Change {
-                seq, msg_type: ty, object, verb, op: format!("nexthop {verb}"),
-                ifindex: None, ifname: None, target_netns: None, outcome: oc, detail: Value::Null,
+                seq,
+                msg_type: ty,
+                object,
+                verb,
+                op: format!("nexthop {verb}"),
+                ifindex: None,
+                ifname: None,
+                target_netns: None,
+                outcome: oc,
+                detail: Value::Null,
             }));
             continue;
         }
@@ -468,7 +545,9 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
                 continue;
             }
         };
-        let Some((op, ifindex, detail)) = rendered else { continue };
+        let Some((op, ifindex, detail)) = rendered else {
+            continue;
+        };
         if object == "link" && verb == "add" && oc.status == Status::Ack {
             // The kernel chose the new links' indexes: learn them now, so a later
             // `link del dev <index>` still has a name after the link is gone.
@@ -480,9 +559,164 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
         }
         let ifname = ifindex.and_then(|i| cx.names.ifname(req.netns, i, &[req.tgid]));
         out.push(Described::Change(Change {
-            seq, msg_type: ty, object, verb, op, ifindex, ifname, target_netns: target,
-            outcome: oc, detail,
+            seq,
+            msg_type: ty,
+            object,
+            verb,
+            op,
+            ifindex,
+            ifname,
+            target_netns: target,
+            outcome: oc,
+            detail,
         }));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
+        buf.extend(((4 + data.len()) as u16).to_ne_bytes());
+        buf.extend(ty.to_ne_bytes());
+        buf.extend(data);
+        while buf.len() % 4 != 0 {
+            buf.push(0);
+        }
+    }
+
+    fn msg(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend(((16 + body.len()) as u32).to_ne_bytes());
+        m.extend(ty.to_ne_bytes());
+        m.extend(flags.to_ne_bytes());
+        m.extend(seq.to_ne_bytes());
+        m.extend(0u32.to_ne_bytes());
+        m.extend(body);
+        m
+    }
+
+    /// `ip route add 192.0.3.0/24 dev <oif>` as iproute2 builds it.
+    fn route_add(seq: u32, oif: u32) -> Vec<u8> {
+        let mut b = vec![2, 24, 0, 0, 254, 3, 253, 1, 0, 0, 0, 0];
+        attr(&mut b, 1, &[192, 0, 3, 0]);
+        attr(&mut b, 4, &oif.to_ne_bytes());
+        msg(24, 0x1 | 0x4 | 0x400 | 0x200, seq, &b)
+    }
+
+    fn req(request: Vec<u8>, reply: Vec<u8>) -> NlRequest {
+        NlRequest {
+            ts_ns: 1,
+            pid: 1,
+            tgid: 1,
+            comm: "ip".into(),
+            netns: 0,
+            task_netns: 0,
+            target_netns: None,
+            sk: 0,
+            plugin_tree: false,
+            sendto: false,
+            request_total: request.len() as u32,
+            request,
+            request_cut: false,
+            reply,
+            extack: None,
+        }
+    }
+
+    fn changes(r: &NlRequest) -> Vec<Described> {
+        describe(r, &mut Names::default())
+    }
+
+    #[test]
+    fn route_add_reads_like_ip() {
+        let mut names = Names::default();
+        names.learn_ifname(0, 7, "net1");
+        let r = req(
+            route_add(5, 7),
+            crate::netlink::reply::tests_support::error_reply(5, -17),
+        );
+        let d = describe(&r, &mut names);
+        let Described::Change(c) = &d[0] else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            c.op,
+            "route add 192.0.3.0/24 dev net1 proto boot scope link table main"
+        );
+        assert_eq!((c.object, c.verb), ("route", "add"));
+        assert_eq!(c.outcome.errno, Some(17));
+        assert_eq!(c.ifname.as_deref(), Some("net1"));
+    }
+
+    #[test]
+    fn gets_are_not_changes_and_replace_is_named() {
+        let get = msg(26, 0x1 | 0x300, 1, &[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(changes(&req(get, vec![])).is_empty());
+        let mut b = vec![2, 0, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0];
+        attr(&mut b, 5, &[10, 0, 0, 1]);
+        let rep = msg(24, 0x1 | 0x4 | 0x400 | 0x100, 2, &b);
+        let d = changes(&req(rep, vec![]));
+        let Described::Change(c) = &d[0] else {
+            panic!("{d:?}")
+        };
+        assert_eq!(c.verb, "replace");
+        assert!(
+            c.op.starts_with("route replace default via 10.0.0.1"),
+            "{}",
+            c.op
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_undecodable_or_fewer_changes_never_a_panic() {
+        let full = route_add(9, 3);
+        for n in 0..full.len() {
+            let mut r = req(full[..n].to_vec(), vec![]);
+            r.request_cut = n % 2 == 0;
+            let d = changes(&r);
+            assert!(
+                d.iter().all(|x| matches!(x, Described::Undecodable(_))),
+                "a cut message must not look whole ({n} bytes): {d:?}"
+            );
+            assert!(!d.is_empty(), "{n} bytes gave nothing at all");
+        }
+    }
+
+    #[test]
+    fn malformed_attributes_are_reported() {
+        let mut m = route_add(1, 3);
+        // An attribute claiming more bytes than the message holds.
+        let l = m.len();
+        m[l - 8] = 0xff;
+        let d = changes(&req(m, vec![]));
+        assert!(
+            matches!(&d[0], Described::Undecodable(u) if u.reason.contains("does not parse")),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..20_000 {
+            let len = (round % 300) as usize;
+            let mut b = Vec::with_capacity(len);
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.push(x as u8);
+            }
+            // Make some of them look like netlink headers of a change type.
+            if b.len() >= 16 && round % 3 == 0 {
+                let l = b.len() as u32;
+                b[0..4].copy_from_slice(&l.to_ne_bytes());
+                b[4..6].copy_from_slice(&(16 + (round % 20) as u16).to_ne_bytes());
+            }
+            let _ = changes(&req(b.clone(), b));
+        }
+    }
 }

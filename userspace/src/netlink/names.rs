@@ -112,7 +112,9 @@ impl Names {
 impl Names {
     /// Looks up the index of a link just created by name, and remembers the pair.
     pub fn learn_index(&mut self, ino: u32, name: &str, pids: &[u32]) {
-        let Some(path) = self.path_of(ino, pids) else { return };
+        let Some(path) = self.path_of(ino, pids) else {
+            return;
+        };
         if let Some(i) = index_in(&path, name) {
             self.learn_ifname(ino, i, name);
         }
@@ -120,7 +122,10 @@ impl Names {
 }
 
 /// Runs `f` on a short-lived thread inside the namespace at `path`.
-fn in_netns<T: Send + 'static>(path: &Path, f: impl FnOnce() -> Option<T> + Send + 'static) -> Option<T> {
+fn in_netns<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> Option<T> + Send + 'static,
+) -> Option<T> {
     let file = std::fs::File::open(path).ok()?;
     std::thread::spawn(move || {
         // SAFETY: setns on this thread only, with a valid netns fd; the thread exits afterwards.

@@ -65,7 +65,12 @@ pub fn parse_error_msg(reply: &[u8]) -> Option<(u32, i32, Option<String>)> {
     let orig_seq = u32_at(reply, 28)?;
     let mut extack = None;
     if flags & NLM_F_ACK_TLVS != 0 {
-        let start = 20 + if flags & NLM_F_CAPPED != 0 { 16 } else { orig_len };
+        let start = 20
+            + if flags & NLM_F_CAPPED != 0 {
+                16
+            } else {
+                orig_len
+            };
         let mut o = (start + 3) & !3;
         let end = len.min(reply.len());
         while o + 4 <= end {
@@ -92,7 +97,12 @@ pub fn outcome(reply: &[u8], seq: u32, req_flags: u16, tp_extack: Option<&str>) 
         Some((s, error, extack)) if s == seq => {
             let extack = extack.or(tp_extack);
             if error == 0 {
-                Outcome { status: Status::Ack, errno: None, error: None, extack }
+                Outcome {
+                    status: Status::Ack,
+                    errno: None,
+                    error: None,
+                    extack,
+                }
             } else {
                 let errno = -error;
                 Outcome {
@@ -109,12 +119,25 @@ pub fn outcome(reply: &[u8], seq: u32, req_flags: u16, tp_extack: Option<&str>) 
             error: None,
             extack: None,
         },
-        _ => Outcome { status: Status::Unknown, errno: None, error: None, extack: tp_extack },
+        _ => Outcome {
+            status: Status::Unknown,
+            errno: None,
+            error: None,
+            extack: tp_extack,
+        },
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests_support {
+    /// An ACK (error 0) or error reply without extack, for other modules' tests.
+    pub fn error_reply(seq: u32, error: i32) -> Vec<u8> {
+        super::tests::error_reply(seq, error, None)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
 
     /// An NLMSG_ERROR as the kernel builds it for a socket with NETLINK_EXT_ACK: capped, with
@@ -158,15 +181,26 @@ mod tests {
         let ok = outcome(&error_reply(7, 0, None), 7, NLM_F_ACK, None);
         assert_eq!(ok.status, Status::Ack);
         let e = outcome(&error_reply(7, -17, None), 7, NLM_F_ACK, None);
-        assert_eq!((e.status, e.errno, e.error.as_deref()), (Status::Error, Some(17), Some("File exists")));
-        let x = outcome(&error_reply(9, -19, Some("Nexthop device is not up")), 9, NLM_F_ACK, None);
+        assert_eq!(
+            (e.status, e.errno, e.error.as_deref()),
+            (Status::Error, Some(17), Some("File exists"))
+        );
+        let x = outcome(
+            &error_reply(9, -19, Some("Nexthop device is not up")),
+            9,
+            NLM_F_ACK,
+            None,
+        );
         assert_eq!(x.extack.as_deref(), Some("Nexthop device is not up"));
         assert_eq!(x.errno, Some(19));
     }
 
     #[test]
     fn other_sequence_is_unknown_and_silence_without_ack_flag_is_accepted() {
-        assert_eq!(outcome(&error_reply(8, 0, None), 7, NLM_F_ACK, None).status, Status::Unknown);
+        assert_eq!(
+            outcome(&error_reply(8, 0, None), 7, NLM_F_ACK, None).status,
+            Status::Unknown
+        );
         assert_eq!(outcome(&[], 7, 0, None).status, Status::NoAckRequested);
         assert_eq!(outcome(&[], 7, NLM_F_ACK, None).status, Status::Unknown);
     }

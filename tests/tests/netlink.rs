@@ -1,0 +1,264 @@
+//! rtnetlink changes per network namespace (issue: who changed which link, address, route or
+//! neighbour, where, and did it work), asserted from the agent's NDJSON against real `ip`
+//! commands, a raw rtnetlink request and a real bridge+host-local ADD.
+
+use std::process::Command;
+use std::time::Duration;
+
+use cniscope_tests::agent::Agent;
+use cniscope_tests::cni::{Invocation, invoke};
+use cniscope_tests::netns::{LinkGuard, Netns};
+use cniscope_tests::{require_root, rtnl, unique};
+use serde_json::{Value, json};
+
+fn ip(args: &[&str]) -> (bool, u32) {
+    let child = Command::new("ip").args(args).spawn().expect("ip");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("ip");
+    (out.status.success(), pid)
+}
+
+fn host_netns() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+}
+
+fn change_by(agent: &Agent, pid: u32, op_prefix: &str) -> Value {
+    agent.wait_for(
+        &format!("{op_prefix} by pid {pid}"),
+        Duration::from_secs(10),
+        |v| {
+            v["type"] == "netlink"
+                && v["tgid"] == pid
+                && v["op"].as_str().is_some_and(|o| o.starts_with(op_prefix))
+        },
+    )
+}
+
+#[test]
+fn ip_commands_are_captured_with_netns_process_and_outcome() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let ns = Netns::new(&unique("cnsl"));
+    let (a, b) = (unique("cnva"), unique("cnvb"));
+    let _veth = LinkGuard(a.clone());
+
+    let (ok, pid) = ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+    assert!(ok);
+    let v = change_by(&agent, pid, "link add");
+    assert_eq!(v["op"], format!("link add {a} type veth peer name {b}"));
+    assert_eq!(v["netns"], host_netns());
+    assert_eq!(v["comm"], "ip");
+    assert_eq!(v["outcome"]["status"], "ack");
+
+    let (ok, pid) = ip(&["link", "set", &b, "netns", &ns.name]);
+    assert!(ok);
+    let v = change_by(&agent, pid, "link set");
+    assert_eq!(
+        v["netns"],
+        host_netns(),
+        "a move is requested in the namespace the link is in"
+    );
+    assert_eq!(v["target_netns"], ns.inode(), "{v}");
+    assert!(
+        v["op"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("netns {}", ns.name)),
+        "{v}"
+    );
+    assert_eq!(v["outcome"]["status"], "ack");
+
+    let (ok, pid) = ip(&["-n", &ns.name, "addr", "add", "10.253.7.2/24", "dev", &b]);
+    assert!(ok);
+    let v = change_by(&agent, pid, "addr add");
+    assert_eq!(v["op"], format!("addr add 10.253.7.2/24 dev {b}"));
+    assert_eq!(v["netns"], ns.inode());
+    assert_eq!(v["netns_name"], ns.name.as_str());
+    assert_eq!(v["outcome"]["status"], "ack");
+
+    ip(&["-n", &ns.name, "link", "set", &b, "up"]);
+    let (ok, pid) = ip(&["-n", &ns.name, "route", "add", "192.0.3.0/24", "dev", &b]);
+    assert!(ok);
+    let v = change_by(&agent, pid, "route add");
+    assert_eq!(
+        v["op"],
+        format!("route add 192.0.3.0/24 dev {b} proto boot scope link table main")
+    );
+    assert_eq!(v["netns"], ns.inode());
+    assert_eq!(v["outcome"]["status"], "ack");
+
+    // The same route again: the kernel says EEXIST.
+    let (ok, pid) = ip(&["-n", &ns.name, "route", "add", "192.0.3.0/24", "dev", &b]);
+    assert!(!ok);
+    let v = change_by(&agent, pid, "route add");
+    assert_eq!(v["outcome"]["status"], "error");
+    assert_eq!(v["outcome"]["errno"], 17);
+    assert_eq!(v["outcome"]["error"], "File exists");
+
+    // A gateway no interface reaches: ENETUNREACH with the kernel's extack text.
+    let (ok, pid) = ip(&[
+        "-n",
+        &ns.name,
+        "route",
+        "add",
+        "10.9.0.0/16",
+        "via",
+        "10.77.0.1",
+    ]);
+    assert!(!ok);
+    let v = change_by(&agent, pid, "route add 10.9.0.0/16 via 10.77.0.1");
+    assert_eq!(v["outcome"]["errno"], 101, "{v}");
+    assert!(
+        !v["outcome"]["extack"].as_str().unwrap_or("").is_empty(),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_route_via_a_missing_device_reports_the_kernels_errno() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let ns = Netns::new(&unique("cnsm"));
+    // `ip` refuses unknown device names itself; a raw request reaches the kernel.
+    let (err, tid) = rtnl::add_route_oif(&ns.path(), [192, 0, 2, 0], 24, 987_654);
+    assert_eq!(err, -libc::ENODEV);
+    let v = agent.wait_for("raw route add", Duration::from_secs(10), |v| {
+        v["type"] == "netlink" && v["pid"] == tid
+    });
+    assert_eq!(
+        v["op"],
+        "route add 192.0.2.0/24 dev if987654 proto static table main"
+    );
+    assert_eq!(v["netns"], ns.inode());
+    assert_eq!(v["outcome"]["status"], "error");
+    assert_eq!(v["outcome"]["errno"], libc::ENODEV);
+    assert_eq!(v["outcome"]["error"], "No such device");
+}
+
+#[test]
+fn bridge_add_changes_are_attributed_to_the_bridge_process_and_the_right_netns() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let ns = Netns::new(&unique("cnsp"));
+    let bridge = unique("cnsbr");
+    let _br = LinkGuard(bridge.clone());
+    let dir = std::env::temp_dir().join(unique("cns-ipam-"));
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "nltest", "type": "bridge", "bridge": bridge,
+        "isGateway": true,
+        "ipam": {"type": "host-local", "dataDir": dir,
+                 "ranges": [[{"subnet": "10.254.150.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}
+    });
+    // Noise the test does not own: another namespace changed by another process meanwhile.
+    let other = Netns::new(&unique("cnso"));
+    let noise = std::thread::spawn({
+        let name = other.name.clone();
+        move || {
+            for i in 0..20 {
+                let _ = Command::new("ip")
+                    .args([
+                        "-n",
+                        &name,
+                        "link",
+                        "add",
+                        &format!("na{i}"),
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        &format!("nb{i}"),
+                    ])
+                    .status();
+            }
+        }
+    });
+    let netns = ns.path();
+    let run = invoke(
+        "bridge",
+        &Invocation {
+            command: "ADD",
+            containerid: "nl1",
+            netns: &netns,
+            ifname: "eth0",
+            args: None,
+        },
+        conf.to_string().as_bytes(),
+    );
+    noise.join().unwrap();
+    assert_eq!(
+        run.code,
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let result: Value = serde_json::from_slice(&run.stdout).unwrap();
+    let ip4 = result["ips"][0]["address"].as_str().unwrap().to_string();
+
+    // Everything bridge (and its threads) did, as the agent saw it.
+    agent.run_of(run.pid);
+    std::thread::sleep(Duration::from_millis(300));
+    let mine: Vec<Value> = agent
+        .lines()
+        .into_iter()
+        .filter(|v| v["type"] == "netlink" && v["tgid"] == run.pid)
+        .collect();
+    let find = |pred: &dyn Fn(&Value) -> bool, what: &str| -> Value {
+        mine.iter()
+            .find(|v| pred(v))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {what} in {mine:#?}"))
+    };
+    for v in &mine {
+        assert_eq!(v["plugin_tree"], true);
+        assert!(
+            v["netns"] == host_netns() || v["netns"] == ns.inode(),
+            "change in a foreign netns: {v}"
+        );
+    }
+    let veth = find(
+        &|v| v["object"] == "link" && v["verb"] == "add" && v["detail"]["kind"] == "veth",
+        "veth add",
+    );
+    assert_eq!(veth["outcome"]["status"], "ack");
+    // The Go plugin creates the veth from inside the pod's netns with eth0 there.
+    assert_eq!(veth["netns"], ns.inode(), "{veth}");
+    // ...and puts the peer in the host's netns at creation (IFLA_NET_NS_FD inside the peer).
+    assert_eq!(veth["detail"]["peer_netns"], host_netns(), "{veth}");
+    assert!(
+        veth["op"]
+            .as_str()
+            .unwrap()
+            .starts_with("link add eth0 type veth peer name veth"),
+        "{veth}"
+    );
+    assert!(
+        veth["op"].as_str().unwrap().ends_with("netns host"),
+        "{veth}"
+    );
+    let addr = find(&|v| v["object"] == "addr" && v["verb"] == "add", "addr add");
+    assert_eq!(addr["netns"], ns.inode());
+    assert_eq!(addr["op"], format!("addr add {ip4} dev eth0"));
+    let route = find(
+        &|v| v["object"] == "route" && v["verb"] == "add" && v["netns"] == ns.inode(),
+        "pod route",
+    );
+    assert!(
+        route["op"].as_str().unwrap().contains("dev eth0"),
+        "{route}"
+    );
+    let br = find(
+        &|v| v["op"] == format!("link add {bridge} type bridge"),
+        "bridge add",
+    );
+    assert_eq!(br["netns"], host_netns());
+    // The other namespace's changes were captured too, but never under bridge's pid.
+    let lines = agent.stop();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["type"] == "netlink" && v["netns"] == other.inode())
+    );
+    assert!(!mine.iter().any(|v| v["netns"] == other.inode()));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,10 @@
+//! cniscope's library: everything the `cniscope` binary does, as plain modules with narrow inputs
+//! and outputs, so that tests, benchmarks and fuzz targets can drive each stage without the
+//! kernel.
+
+pub mod agent;
+pub mod clock;
+pub mod correlate;
+pub mod events;
+pub mod kernel;
+pub mod netlink;
