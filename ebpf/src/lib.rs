@@ -238,9 +238,8 @@ pub struct NetlinkEvent {
     pub ack: [u8; NL_MAX_ACK],
     pub extack: [u8; NL_MAX_EXTACK],
 }
-const _: () = assert!(
-    core::mem::size_of::<NetlinkEvent>() == 80 + NL_MAX_REQ + NL_MAX_ACK + NL_MAX_EXTACK
-);
+const _: () =
+    assert!(core::mem::size_of::<NetlinkEvent>() == 80 + NL_MAX_REQ + NL_MAX_ACK + NL_MAX_EXTACK);
 
 /// Per-process state kept by the programs (`TRACKED` map, keyed by tgid).
 #[repr(C)]

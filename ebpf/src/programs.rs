@@ -559,7 +559,8 @@ pub fn cniscope_nl_extack(ctx: TracePointContext) -> u32 {
 
 fn try_nl_extack(ctx: &TracePointContext) -> Result<(), i64> {
     let off = offsets().ok_or(0i64)?;
-    let loc: u32 = unsafe { ctx.read_at::<u32>(off.tp_extack_msg as usize) }.map_err(|e| e as i64)?;
+    let loc: u32 =
+        unsafe { ctx.read_at::<u32>(off.tp_extack_msg as usize) }.map_err(|e| e as i64)?;
     let msg = (ctx_ptr(ctx) + (loc & 0xffff) as u64) as *const c_void;
     let buf = NL_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU scratch; the helper bounds the copy to its size.
@@ -666,12 +667,9 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
         (si, dx, NL_F_SENDTO)
     } else if nr == off.nr_sendmsg as u64 {
         // SAFETY: user pointers are read with bpf_probe_read_user only.
-        let iov: u64 = unsafe { uread((si + off.msghdr_iov as u64) as *const u64) }
-            .unwrap_or(0);
-        let base: u64 = unsafe { uread((iov + off.iovec_base as u64) as *const u64) }
-            .unwrap_or(0);
-        let l: u64 = unsafe { uread((iov + off.iovec_len as u64) as *const u64) }
-            .unwrap_or(0);
+        let iov: u64 = unsafe { uread((si + off.msghdr_iov as u64) as *const u64) }.unwrap_or(0);
+        let base: u64 = unsafe { uread((iov + off.iovec_base as u64) as *const u64) }.unwrap_or(0);
+        let l: u64 = unsafe { uread((iov + off.iovec_len as u64) as *const u64) }.unwrap_or(0);
         (base, l, 0)
     } else {
         count(C_NL_UNATTRIBUTED, 1);
@@ -705,7 +703,13 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     ev.req_len = 0;
     if n32 as usize <= NL_MAX_REQ {
         // SAFETY: n32 <= NL_MAX_REQ, the size of `req`.
-        let r = unsafe { bpf_probe_read_user(ev.req.as_mut_ptr() as *mut c_void, n32, buf as *const c_void) };
+        let r = unsafe {
+            bpf_probe_read_user(
+                ev.req.as_mut_ptr() as *mut c_void,
+                n32,
+                buf as *const c_void,
+            )
+        };
         if r == 0 {
             ev.req_len = n32;
         }
@@ -739,7 +743,9 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
         let a = a & (NL_MAX_ACK as u32 * 2 - 1);
         if data != 0 && a > 0 && a as usize <= NL_MAX_ACK {
             // SAFETY: a <= NL_MAX_ACK, the size of `ack`; kernel memory read via the helper.
-            let r = unsafe { raw_read_kernel(ev.ack.as_mut_ptr() as *mut c_void, a, data as *const c_void) };
+            let r = unsafe {
+                raw_read_kernel(ev.ack.as_mut_ptr() as *mut c_void, a, data as *const c_void)
+            };
             if r == 0 {
                 ev.ack_len = a;
                 flags |= NL_F_REPLY;
