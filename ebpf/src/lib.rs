@@ -212,6 +212,10 @@ const _: () = assert!(core::mem::size_of::<StdioEvent>() == 40 + CHUNK);
 
 /// An rtnetlink request that changes state (new/del/set of link, address, route, neighbour,
 /// rule, nexthop), seen by `sock:sock_send_length` after the kernel handled it.
+///
+/// Variable length: the record is `NL_FIXED` bytes of this struct followed by `req_len` request
+/// bytes and then `ack_len` reply bytes (`data` is only the room for them), so a 60-byte route
+/// add costs ~300 bytes of ring buffer, not the maximum.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct NetlinkEvent {
@@ -229,17 +233,22 @@ pub struct NetlinkEvent {
     /// For a link moved with `IFLA_NET_NS_FD`: the namespace behind that fd, resolved in the
     /// sender's fd table at send time (0 when there is none).
     pub target_netns: u32,
-    pub _pad0: u32,
+    /// For a veth created with its peer in another namespace (`IFLA_NET_NS_FD` inside
+    /// `VETH_INFO_PEER`, as the bridge plugin does): that namespace.
+    pub peer_netns: u32,
     /// The socket's kernel address: identifies a socket across requests.
     pub sk: u64,
     pub comm: [u8; 16],
-    pub req: [u8; NL_MAX_REQ],
-    /// The last message queued on the socket when the send returned (the ACK or error).
-    pub ack: [u8; NL_MAX_ACK],
+    /// The `netlink:netlink_extack` message, NUL-terminated.
     pub extack: [u8; NL_MAX_EXTACK],
+    /// `req_len` request bytes, then `ack_len` bytes of the last message queued on the socket
+    /// when the send returned (the ACK or error).
+    pub data: [u8; NL_MAX_REQ + NL_MAX_ACK],
 }
-const _: () =
-    assert!(core::mem::size_of::<NetlinkEvent>() == 80 + NL_MAX_REQ + NL_MAX_ACK + NL_MAX_EXTACK);
+/// Bytes of `NetlinkEvent` before `data`.
+pub const NL_FIXED: usize = 80 + NL_MAX_EXTACK;
+const _: () = assert!(core::mem::size_of::<NetlinkEvent>() == NL_FIXED + NL_MAX_REQ + NL_MAX_ACK);
+const _: () = assert!(core::mem::offset_of!(NetlinkEvent, data) == NL_FIXED);
 
 /// Per-process state kept by the programs (`TRACKED` map, keyed by tgid).
 #[repr(C)]

@@ -18,6 +18,9 @@ use aya_ebpf::{
 use cniscope_ebpf::*;
 
 const SIGSTOP: u32 = 19;
+/// Submit without waking the reader: the agent drains on exec/exit records and on a short timer,
+/// which saves a wake-up per stdio chunk or netlink change.
+const NO_WAKEUP: u64 = 1;
 
 #[unsafe(no_mangle)]
 static OFFSETS: Global<Offsets> = Global::new(Offsets::ZERO);
@@ -335,7 +338,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         parent_tgid,
         _pad0: 0,
     };
-    if EVENTS.output::<ForkEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ForkEvent>(&ev, NO_WAKEUP).is_err() {
         count(C_LOST_FORK, 1);
     }
     Ok(())
@@ -519,7 +522,7 @@ fn emit_chunks(id: u64, fd: u32, buf: u64, total: u64) {
         ev.fd = fdi as u32;
         ev.len = n32;
         ev.offset = captured;
-        entry.submit(0);
+        entry.submit(NO_WAKEUP);
         t.captured[fdi] = captured + n32 as u64;
         done += n32 as u64;
         count(C_STDIO_BYTES, n32 as u64);
@@ -543,6 +546,9 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 
 const AF_NETLINK: u16 = 16;
 const NETLINK_ROUTE: u16 = 0;
+
+#[map(name = "NL_EVENT")]
+static NL_EVENT: PerCpuArray<NetlinkEvent> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "NL_SCRATCH")]
 static NL_SCRATCH: PerCpuArray<[u8; NL_MAX_EXTACK]> = PerCpuArray::with_max_entries(1, 0);
@@ -584,32 +590,66 @@ fn is_change(t: u16) -> bool {
 
 const IFLA_NET_NS_FD: u16 = 28;
 
-/// For RTM_NEWLINK/SETLINK: the netns inode behind an `IFLA_NET_NS_FD` attribute, looked up in
-/// the sender's fd table now (the sender may close the fd or exit before userspace could look).
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+
+/// Finds attribute `want` among the attributes in `buf[start..end]` (user memory); returns the
+/// offset and length of the whole attribute.
 #[inline(always)]
-fn link_move_target(off: &Offsets, task: u64, buf: u64, len: u64) -> u32 {
-    // nlmsghdr (16) + ifinfomsg (16), then attributes.
-    let mut o: u64 = 32;
+fn find_attr(buf: u64, start: u64, end: u64, want: u16) -> Option<(u64, u64)> {
+    let mut o = start;
     let mut i = 0;
-    while i < 24 {
+    while i < 16 {
         i += 1;
-        if o + 8 > len {
-            return 0;
+        if o + 4 > end {
+            return None;
         }
         // SAFETY: user memory read through the helper.
-        let hdr: u32 = unsafe { uread((buf + o) as *const u32) }.unwrap_or(0);
+        let hdr: u32 = unsafe { uread((buf + o) as *const u32) }.ok()?;
         let alen = (hdr & 0xffff) as u64;
         let aty = ((hdr >> 16) & 0x3fff) as u16;
-        if alen < 4 {
-            return 0;
+        if alen < 4 || o + alen > end {
+            return None;
         }
-        if aty == IFLA_NET_NS_FD {
-            let fd: u32 = unsafe { uread((buf + o + 4) as *const u32) }.unwrap_or(u32::MAX);
-            return netns_of_fd(off, task, fd);
+        if aty == want {
+            return Some((o, alen));
         }
         o += (alen + 3) & !3;
     }
-    0
+    None
+}
+
+/// The namespace behind an `IFLA_NET_NS_FD` attribute in `buf[start..end]`.
+#[inline(always)]
+fn ns_fd_target(off: &Offsets, task: u64, buf: u64, start: u64, end: u64) -> u32 {
+    match find_attr(buf, start, end, IFLA_NET_NS_FD) {
+        Some((o, l)) if l >= 8 => {
+            let fd: u32 = unsafe { uread((buf + o + 4) as *const u32) }.unwrap_or(u32::MAX);
+            netns_of_fd(off, task, fd)
+        }
+        _ => 0,
+    }
+}
+
+/// For RTM_NEWLINK/SETLINK: the namespaces behind `IFLA_NET_NS_FD` at the top level (a move)
+/// and inside a veth peer (created elsewhere), looked up in the sender's fd table now — the
+/// sender may close the fd or exit before userspace could look.
+#[inline(always)]
+fn link_move_targets(off: &Offsets, task: u64, buf: u64, len: u64) -> (u32, u32) {
+    // nlmsghdr (16) + ifinfomsg (16), then attributes.
+    let top = ns_fd_target(off, task, buf, 32, len);
+    let Some((li, lil)) = find_attr(buf, 32, len, IFLA_LINKINFO) else {
+        return (top, 0);
+    };
+    let Some((d, dl)) = find_attr(buf, li + 4, li + lil, IFLA_INFO_DATA) else {
+        return (top, 0);
+    };
+    let Some((p, pl)) = find_attr(buf, d + 4, d + dl, VETH_INFO_PEER) else {
+        return (top, 0);
+    };
+    // The peer is an ifinfomsg (16 bytes) followed by its own attributes.
+    (top, ns_fd_target(off, task, buf, p + 4 + 16, p + pl))
 }
 
 #[inline(always)]
@@ -688,12 +728,10 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
         flags |= NL_F_TRACKED;
     }
 
-    let Some(mut entry) = EVENTS.reserve::<NetlinkEvent>(0) else {
-        count(C_NL_LOST, 1);
-        return Ok(());
-    };
-    // SAFETY: fresh reservation of size_of::<NetlinkEvent>().
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    // Built in per-CPU scratch and sent with only the bytes used (see NetlinkEvent).
+    let ev = NL_EVENT.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU scratch owned by this program for its run.
+    let ev = unsafe { &mut *ev };
     let mut n = len;
     if n > NL_MAX_REQ as u64 {
         n = NL_MAX_REQ as u64;
@@ -702,10 +740,10 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     let n32 = (n as u32) & (NL_MAX_REQ as u32 * 2 - 1);
     ev.req_len = 0;
     if n32 as usize <= NL_MAX_REQ {
-        // SAFETY: n32 <= NL_MAX_REQ, the size of `req`.
+        // SAFETY: n32 <= NL_MAX_REQ < size of `data`.
         let r = unsafe {
             bpf_probe_read_user(
-                ev.req.as_mut_ptr() as *mut c_void,
+                ev.data.as_mut_ptr() as *mut c_void,
                 n32,
                 buf as *const c_void,
             )
@@ -716,9 +754,9 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     }
     ev.req_total = len as u32;
     ev.target_netns = 0;
-    ev._pad0 = 0;
+    ev.peer_netns = 0;
     if ty == 16 || ty == 19 {
-        ev.target_netns = link_move_target(&off, task, buf, len);
+        (ev.target_netns, ev.peer_netns) = link_move_targets(&off, task, buf, len);
     }
 
     let sk: u64 = unsafe { ctx.read_at(off.tp_send_sk as usize) }.unwrap_or(0);
@@ -729,7 +767,7 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     let tnet: u64 = unsafe { kread(nsproxy, off.nsproxy_net_ns) };
     ev.task_netns = unsafe { kread::<u32>(tnet, off.net_ns_inum) };
 
-    // The reply: the last skb on the socket's receive queue.
+    // The reply: the last skb on the socket's receive queue, placed right after the request.
     ev.ack_len = 0;
     let qlen: u32 = unsafe { kread(sk, off.sock_rcvq_qlen) };
     if qlen > 0 {
@@ -741,10 +779,15 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
             a = NL_MAX_ACK as u32;
         }
         let a = a & (NL_MAX_ACK as u32 * 2 - 1);
-        if data != 0 && a > 0 && a as usize <= NL_MAX_ACK {
-            // SAFETY: a <= NL_MAX_ACK, the size of `ack`; kernel memory read via the helper.
+        let at = (ev.req_len & (NL_MAX_REQ as u32 * 2 - 1)) as usize;
+        if data != 0 && a > 0 && a as usize <= NL_MAX_ACK && at <= NL_MAX_REQ {
+            // SAFETY: at + a <= NL_MAX_REQ + NL_MAX_ACK, the size of `data`.
             let r = unsafe {
-                raw_read_kernel(ev.ack.as_mut_ptr() as *mut c_void, a, data as *const c_void)
+                raw_read_kernel(
+                    ev.data.as_mut_ptr().add(at) as *mut c_void,
+                    a,
+                    data as *const c_void,
+                )
             };
             if r == 0 {
                 ev.ack_len = a;
@@ -767,6 +810,17 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
         pid: id as u32,
         tgid,
     };
-    entry.submit(0);
+    let used =
+        (ev.req_len as usize & (NL_MAX_REQ * 2 - 1)) + (ev.ack_len as usize & (NL_MAX_ACK * 2 - 1));
+    let size = NL_FIXED + used;
+    if size > core::mem::size_of::<NetlinkEvent>() {
+        return Ok(());
+    }
+    // SAFETY: `size` bytes of the scratch struct, bounded by its size just above.
+    let bytes =
+        unsafe { core::slice::from_raw_parts(ev as *const NetlinkEvent as *const u8, size) };
+    if EVENTS.output::<[u8]>(bytes, NO_WAKEUP).is_err() {
+        count(C_NL_LOST, 1);
+    }
     Ok(())
 }

@@ -17,9 +17,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-struct Agent(Child);
+struct Agent {
+    child: Child,
+    reader: Option<std::thread::JoinHandle<(u64, serde_json::Value)>>,
+}
 
 impl Agent {
+    /// Stops the agent; returns how many `netlink` lines it printed and its last `stats` line.
+    fn stop(mut self) -> (u64, serde_json::Value) {
+        self.signal();
+        let r = self.reader.take().map(|h| h.join().unwrap_or_default());
+        r.unwrap_or_default()
+    }
+
+    fn signal(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+    }
+
     fn start(bin: &Path) -> Result<Self> {
         let mut child = Command::new(bin.join("cniscope"))
             .args(["agent", "--stats-interval", "3600"])
@@ -40,17 +56,31 @@ impl Agent {
                 bail!("the agent was not ready within 60 s");
             }
         }
-        // Keep draining stdout so the agent never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Self(child))
+        // Keep draining stdout so the agent never blocks on it, counting what matters.
+        let reader = std::thread::spawn(move || {
+            let mut netlink = 0;
+            let mut stats = serde_json::Value::Null;
+            for l in lines.map_while(Result::ok) {
+                if l.starts_with("{\"type\":\"netlink\"") {
+                    netlink += 1;
+                } else if l.starts_with("{\"type\":\"stats\"") {
+                    stats = serde_json::from_str(&l).unwrap_or_default();
+                }
+            }
+            (netlink, stats)
+        });
+        Ok(Self {
+            child,
+            reader: Some(reader),
+        })
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-        let _ = self.0.wait();
+        if self.reader.is_some() {
+            self.signal();
+        }
     }
 }
 
@@ -186,6 +216,101 @@ fn addel(bin: &Path, rounds: usize, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// 10 000 `ip route add` in one `ip -batch` inside a netns.
+fn routes_once(n: usize) -> Result<f64> {
+    let ns = format!("cnsr-{}", std::process::id());
+    crate::run(Command::new("ip").args(["netns", "add", &ns]))?;
+    let res = (|| {
+        crate::run(Command::new("ip").args([
+            "-n", &ns, "link", "add", "r0", "type", "veth", "peer", "name", "r1",
+        ]))?;
+        crate::run(Command::new("ip").args(["-n", &ns, "link", "set", "r0", "up"]))?;
+        let mut batch = String::new();
+        for i in 0..n {
+            batch.push_str(&format!(
+                "route add 10.{}.{}.0/24 dev r0\n",
+                100 + i / 256,
+                i % 256
+            ));
+        }
+        let file = std::env::temp_dir().join(format!("cnsr-batch-{}", std::process::id()));
+        std::fs::write(&file, batch)?;
+        let t = Instant::now();
+        crate::run(Command::new("ip").args(["-n", &ns, "-batch"]).arg(&file))?;
+        let el = t.elapsed().as_secs_f64();
+        let _ = std::fs::remove_file(&file);
+        Ok(el)
+    })();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    res
+}
+
+fn routes(bin: &Path, rounds: usize, n: usize) -> Result<()> {
+    let mut base = Vec::new();
+    let mut with = Vec::new();
+    let mut worst_missing = 0u64;
+    let mut lost = 0u64;
+    for round in 0..rounds {
+        eprintln!(
+            "bench routes: round {}/{rounds} ({n} route adds)",
+            round + 1
+        );
+        base.push(routes_once(n)?);
+        let a = Agent::start(bin)?;
+        with.push(routes_once(n)?);
+        std::thread::sleep(Duration::from_millis(500));
+        let (seen, stats) = a.stop();
+        // Each run also reports the veth add and the link up.
+        let expected = n as u64 + 2;
+        worst_missing = worst_missing.max(expected.saturating_sub(seen));
+        lost += stats["lost"].as_u64().unwrap_or(0);
+    }
+    let b = median(base);
+    let w = median(with);
+    println!("| `ip -batch` with {n} route adds in a netns | no agent | {b:.3} s | 1.000 |");
+    println!(
+        "| | agent reporting every change | {w:.3} s | {:.3} (lost records: {lost}, changes missing from the output: {worst_missing}) |",
+        w / b
+    );
+    Ok(())
+}
+
+/// UDP on loopback: `n` 64-byte datagrams sent and received in one thread.
+fn udp_once(n: usize) -> Result<f64> {
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    tx.connect(rx.local_addr()?)?;
+    let buf = [7u8; 64];
+    let mut rbuf = [0u8; 128];
+    let t = Instant::now();
+    for _ in 0..n {
+        tx.send(&buf)?;
+        rx.recv(&mut rbuf)?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn udp(bin: &Path, rounds: usize, n: usize) -> Result<()> {
+    let mut base = Vec::new();
+    let mut with = Vec::new();
+    for round in 0..rounds {
+        eprintln!("bench udp: round {}/{rounds}", round + 1);
+        base.push(udp_once(n)?);
+        let a = Agent::start(bin)?;
+        with.push(udp_once(n)?);
+        drop(a);
+        base.push(udp_once(n)?);
+    }
+    let b = median(base);
+    let w = median(with);
+    println!("| UDP loopback send+recv ×{n} (64 B) | no agent | {b:.3} s | 1.000 |");
+    println!(
+        "| | agent (sock_send_length attached) | {w:.3} s | {:.3} |",
+        w / b
+    );
+    Ok(())
+}
+
 pub fn bench(args: &[String]) -> Result<()> {
     crate::setup::setup()?;
     crate::run(
@@ -201,6 +326,12 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     if matches!(what, "addel" | "all") {
         addel(&bin, 5, 40)?;
+    }
+    if matches!(what, "routes" | "all") {
+        routes(&bin, 3, 10_000)?;
+    }
+    if matches!(what, "udp" | "all") {
+        udp(&bin, 5, 200_000)?;
     }
     Ok(())
 }

@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup|run [cniscope args]|test|bench [dd|addel|all]>\n\
+                "usage: cargo xtask <setup|run [cniscope args]|test|bench [dd|addel|routes|udp|all]>\n\
                  \n  setup  install apt packages, rust-src and bpf-linker (idempotent)\
                  \n  run    set up, build (release) and run `cniscope agent` (or the given args)\
                  \n  test   set up, then fmt, clippy, unit tests, integration tests (root)\

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         netns: 0,
         task_netns: 0,
         target_netns: None,
+        peer_netns: None,
         sk: 0,
         plugin_tree: false,
         sendto: false,

@@ -20,6 +20,9 @@ use crate::clock::Clock;
 use crate::correlate::runs::Runs;
 use crate::netlink::names::Names;
 
+/// How often the reader drains records submitted without a wake-up.
+const DRAIN_MS: u64 = 25;
+
 /// What the reader keeps between records.
 struct State {
     runs: Runs,
@@ -182,10 +185,21 @@ async fn read_loop(
     let mut afd = unsafe { AsyncFd::register(ring) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Stdio chunks, forks and netlink changes are submitted without a wake-up; drain on a timer.
+    let mut tick = tokio::time::interval(Duration::from_millis(DRAIN_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            _ = tick.tick() => {
+                let ring = afd.get_mut();
+                while let Some(item) = ring.next() {
+                    let ev = decode(&item);
+                    drop(item);
+                    handle(&ev, args, clock, out, tx, stats, st);
+                }
+            }
             guard = afd.readable_mut() => {
                 let mut guard = guard?;
                 let ring = guard.get_inner_mut();

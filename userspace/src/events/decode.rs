@@ -147,10 +147,30 @@ fn stdio(buf: &[u8]) -> Result<Event, String> {
 }
 
 fn netlink(buf: &[u8]) -> Result<Event, String> {
-    let e: abi::NetlinkEvent = read_exact(buf)?;
+    if buf.len() < abi::NL_FIXED {
+        return Err(format!(
+            "netlink record of {} bytes is shorter than its fixed part ({})",
+            buf.len(),
+            abi::NL_FIXED
+        ));
+    }
+    // Copy into a full-size struct: the record carries only the bytes used.
+    let mut full = vec![0u8; size_of::<abi::NetlinkEvent>()];
+    let n = buf.len().min(full.len());
+    full[..n].copy_from_slice(&buf[..n]);
+    let e: abi::NetlinkEvent = read_exact(&full)?;
     let fl = e.hdr.flags;
-    let req_len = (e.req_len as usize).min(abi::NL_MAX_REQ);
-    let ack_len = (e.ack_len as usize).min(abi::NL_MAX_ACK);
+    let req_len = e.req_len as usize;
+    let ack_len = e.ack_len as usize;
+    if req_len > abi::NL_MAX_REQ
+        || ack_len > abi::NL_MAX_ACK
+        || abi::NL_FIXED + req_len + ack_len != buf.len()
+    {
+        return Err(format!(
+            "netlink record of {} bytes claims {req_len} request and {ack_len} reply bytes",
+            buf.len()
+        ));
+    }
     Ok(Event::Netlink(crate::netlink::NlRequest {
         ts_ns: e.hdr.ts_ns,
         pid: e.hdr.pid,
@@ -159,17 +179,14 @@ fn netlink(buf: &[u8]) -> Result<Event, String> {
         netns: e.netns,
         task_netns: e.task_netns,
         target_netns: (e.target_netns != 0).then_some(e.target_netns),
+        peer_netns: (e.peer_netns != 0).then_some(e.peer_netns),
         sk: e.sk,
         plugin_tree: fl & abi::NL_F_TRACKED != 0,
         sendto: fl & abi::NL_F_SENDTO != 0,
-        request: e.req[..req_len].to_vec(),
+        request: e.data[..req_len].to_vec(),
         request_total: e.req_total,
         request_cut: fl & abi::NL_F_REQ_CUT != 0,
-        reply: if fl & abi::NL_F_REPLY != 0 {
-            e.ack[..ack_len].to_vec()
-        } else {
-            Vec::new()
-        },
+        reply: e.data[req_len..req_len + ack_len].to_vec(),
         extack: (fl & abi::NL_F_EXTACK != 0).then(|| cstr(&e.extack)),
     }))
 }

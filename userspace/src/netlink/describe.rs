@@ -106,6 +106,7 @@ struct Ctx<'a> {
     netns: u32,
     tgid: u32,
     target_netns: Option<u32>,
+    peer_netns: Option<u32>,
 }
 
 impl Ctx<'_> {
@@ -331,7 +332,7 @@ fn link(
     }
     // Where a veth peer goes: only userspace can resolve a nested fd, while the sender lives.
     let peer_netns = match (peer.ns_fd, peer.ns_pid) {
-        (Some(fd), _) => netns_of_fd(cx.tgid, fd),
+        (Some(fd), _) => cx.peer_netns.or_else(|| netns_of_fd(cx.tgid, fd)),
         (None, Some(p)) => netns_of_pid(p),
         _ => None,
     };
@@ -441,6 +442,7 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
         netns: req.netns,
         tgid: req.tgid,
         target_netns: req.target_netns,
+        peer_netns: req.peer_netns,
     };
     let mut msgs = Vec::new();
     while o + 16 <= b.len() {
@@ -615,6 +617,7 @@ mod tests {
             netns: 0,
             task_netns: 0,
             target_netns: None,
+            peer_netns: None,
             sk: 0,
             plugin_tree: false,
             sendto: false,

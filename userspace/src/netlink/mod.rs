@@ -21,6 +21,8 @@ pub struct NlRequest {
     pub task_netns: u32,
     /// For a link move by fd: the target namespace, resolved by the kernel side.
     pub target_netns: Option<u32>,
+    /// For a veth created with its peer in another namespace: that namespace (kernel side).
+    pub peer_netns: Option<u32>,
     /// Kernel address of the socket, to tell sockets apart.
     pub sk: u64,
     /// The sender belongs to a CNI plugin's process tree.

@@ -15,6 +15,10 @@ pub struct Names {
     paths: HashMap<u32, PathBuf>,
     /// (netns, ifindex) → name.
     ifnames: HashMap<(u32, u32), String>,
+    /// netns → display name, refreshed every few seconds (a namespace is rarely renamed, but
+    /// an inode can be reused after its namespace is gone).
+    shown: HashMap<u32, Option<String>>,
+    shown_at: Option<std::time::Instant>,
 }
 
 const MAX_ENTRIES: usize = 65536;
@@ -80,6 +84,22 @@ impl Names {
 
     /// A short name for a namespace: the /run/netns name, "host" for the agent's own, else None.
     pub fn display(&mut self, ino: u32) -> Option<String> {
+        let fresh = self
+            .shown_at
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5));
+        if !fresh {
+            self.shown.clear();
+            self.shown_at = Some(std::time::Instant::now());
+        }
+        if let Some(v) = self.shown.get(&ino) {
+            return v.clone();
+        }
+        let v = self.display_uncached(ino);
+        self.shown.insert(ino, v.clone());
+        v
+    }
+
+    fn display_uncached(&mut self, ino: u32) -> Option<String> {
         if inode(Path::new("/proc/self/ns/net")) == Some(ino) {
             return Some("host".into());
         }
