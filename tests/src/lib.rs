@@ -4,6 +4,8 @@
 pub mod agent;
 pub mod cni;
 pub mod netns;
+pub mod plugin_chain;
+pub mod plugin_fakeapi;
 pub mod rtnl;
 
 use std::path::PathBuf;
