@@ -25,6 +25,14 @@ pub mod names {
     pub const PROG_READ_EXIT: &str = "cniscope_read_exit";
     pub const PROG_WRITE_ENTER: &str = "cniscope_write_enter";
     pub const PROG_WRITE_EXIT: &str = "cniscope_write_exit";
+    // A second copy of the stdio programs. Detaching a tracepoint program removes every
+    // instance of that program from the tracepoint, so re-attaching the same program while an
+    // old link is still being torn down would silently lose the new attachment; the agent
+    // alternates between the two copies instead.
+    pub const PROG_READ_ENTER_B: &str = "cniscope_read_enter_b";
+    pub const PROG_READ_EXIT_B: &str = "cniscope_read_exit_b";
+    pub const PROG_WRITE_ENTER_B: &str = "cniscope_write_enter_b";
+    pub const PROG_WRITE_EXIT_B: &str = "cniscope_write_exit_b";
     pub const PROG_NL_SEND: &str = "cniscope_nl_send";
     pub const PROG_NL_EXTACK: &str = "cniscope_nl_extack";
 }

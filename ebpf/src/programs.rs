@@ -21,6 +21,9 @@ const SIGSTOP: u32 = 19;
 /// Submit without waking the reader: the agent drains on exec/exit records and on a short timer,
 /// which saves a wake-up per stdio chunk or netlink change.
 const NO_WAKEUP: u64 = 1;
+/// Exec and exit records always wake the reader: a held plugin waits for its exec record, and
+/// the default adaptive wake-up is skipped when unread no-wake-up records precede it.
+const FORCE_WAKEUP: u64 = 2;
 
 #[unsafe(no_mangle)]
 static OFFSETS: Global<Offsets> = Global::new(Offsets::ZERO);
@@ -289,7 +292,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    entry.submit(0);
+    entry.submit(FORCE_WAKEUP);
     Ok(())
 }
 
@@ -385,7 +388,7 @@ fn try_exit() -> Result<(), i64> {
         captured: t.captured,
         cut: t.cut,
     };
-    if EVENTS.output::<ExitEvent>(&ev, 0).is_err() {
+    if EVENTS.output::<ExitEvent>(&ev, FORCE_WAKEUP).is_err() {
         count(C_LOST_EXIT, 1);
     }
     Ok(())
@@ -414,6 +417,31 @@ pub fn cniscope_read_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_write")]
 pub fn cniscope_write_exit(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx);
+    0
+}
+
+// The second copy (see `names::PROG_READ_ENTER_B`).
+#[tracepoint(category = "syscalls", name = "sys_enter_read")]
+pub fn cniscope_read_enter_b(ctx: TracePointContext) -> u32 {
+    io_enter(&ctx, true);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_write")]
+pub fn cniscope_write_enter_b(ctx: TracePointContext) -> u32 {
+    io_enter(&ctx, false);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_read")]
+pub fn cniscope_read_exit_b(ctx: TracePointContext) -> u32 {
+    io_exit(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_write")]
+pub fn cniscope_write_exit_b(ctx: TracePointContext) -> u32 {
     io_exit(&ctx);
     0
 }
@@ -590,6 +618,12 @@ fn is_change(t: u16) -> bool {
 
 const IFLA_NET_NS_FD: u16 = 28;
 
+#[inline(always)]
+fn min3(a: u32, b: u32, c: u32) -> u32 {
+    let m = if a < b { a } else { b };
+    if m < c { m } else { c }
+}
+
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -687,8 +721,10 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    let tracked = unsafe { TRACKED.get(&tgid) }.is_some();
+    // Whether the sender is a plugin's is looked up here only when it decides; otherwise the
+    // agent knows its plugin processes and a hash lookup per change is saved.
     let ctl = CONTROL.get(0).copied().unwrap_or_default();
+    let tracked = ctl.nl_scope == NL_SCOPE_PLUGINS && unsafe { TRACKED.get(&tgid) }.is_some();
     if ctl.nl_scope == NL_SCOPE_PLUGINS && !tracked {
         return Ok(());
     }
@@ -700,17 +736,20 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let regs = stack + off.thread_size as u64 - off.pt_regs_size as u64;
-    let nr: u64 = unsafe { kread(regs, off.regs_orig_ax) };
-    let si: u64 = unsafe { kread(regs, off.regs_si) };
+    // dx, si and orig_ax lie within 32 bytes on x86_64: one read instead of three.
+    let win = min3(off.regs_dx, off.regs_si, off.regs_orig_ax);
+    let w: [u64; 4] = unsafe { kread(regs, win) };
+    let pick = |o: u32| w[((o - win) / 8) as usize & 3];
+    let (nr, si, dx) = (pick(off.regs_orig_ax), pick(off.regs_si), pick(off.regs_dx));
     let (buf, len, mut flags) = if nr == off.nr_sendto as u64 {
-        let dx: u64 = unsafe { kread(regs, off.regs_dx) };
         (si, dx, NL_F_SENDTO)
     } else if nr == off.nr_sendmsg as u64 {
         // SAFETY: user pointers are read with bpf_probe_read_user only.
         let iov: u64 = unsafe { uread((si + off.msghdr_iov as u64) as *const u64) }.unwrap_or(0);
-        let base: u64 = unsafe { uread((iov + off.iovec_base as u64) as *const u64) }.unwrap_or(0);
-        let l: u64 = unsafe { uread((iov + off.iovec_len as u64) as *const u64) }.unwrap_or(0);
-        (base, l, 0)
+        // iov_base and iov_len are adjacent (checked by the loader).
+        let bl: [u64; 2] =
+            unsafe { uread((iov + off.iovec_base as u64) as *const [u64; 2]) }.unwrap_or([0, 0]);
+        (bl[0], bl[1], 0)
     } else {
         count(C_NL_UNATTRIBUTED, 1);
         return Ok(());
@@ -796,7 +835,19 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
         }
     }
     ev.extack_len = 0;
-    if let Some(msg) = unsafe { EXTACK.get(&id) } {
+    // The extack text matters only for errors: look it up only when the reply is one.
+    let at = (ev.req_len & (NL_MAX_REQ as u32 * 2 - 1)) as usize + 16;
+    let is_error = ev.ack_len >= 20
+        && at + 4 <= ev.data.len()
+        && u32::from_ne_bytes([
+            ev.data[at],
+            ev.data[at + 1],
+            ev.data[at + 2],
+            ev.data[at + 3],
+        ]) != 0;
+    if (is_error || ev.ack_len == 0)
+        && let Some(msg) = unsafe { EXTACK.get(&id) }
+    {
         ev.extack = *msg;
         ev.extack_len = NL_MAX_EXTACK as u32;
         flags |= NL_F_EXTACK;

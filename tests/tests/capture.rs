@@ -271,8 +271,13 @@ fn back_to_back_runs_capture_every_byte() {
             "stdin of pid {} differs",
             run.pid
         );
-        assert_eq!(bytes(&r["stdout"]), run.stdout, "stdout of pid {}", run.pid);
         assert_eq!(r["complete"], true, "{}", r["problems"]);
+        assert_eq!(
+            bytes(&r["stdout"]),
+            run.stdout,
+            "stdout of pid {}: {r}",
+            run.pid
+        );
         if r["held"] == true {
             held += 1;
         }

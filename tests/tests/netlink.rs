@@ -262,3 +262,50 @@ fn bridge_add_changes_are_attributed_to_the_bridge_process_and_the_right_netns()
     assert!(!mine.iter().any(|v| v["netns"] == other.inode()));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn scope_plugins_reports_only_plugin_trees() {
+    require_root();
+    let agent = Agent::start(&["--netlink", "plugins"]);
+    let ns = Netns::new(&unique("cnss"));
+    let (a, b) = (unique("cnsa"), unique("cnsb"));
+    let _veth = LinkGuard(a.clone());
+    let (ok, ip_pid) = ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+    assert!(ok);
+    // A plugin's changes are still reported.
+    let bridge = unique("cnsbr");
+    let _br = LinkGuard(bridge.clone());
+    let dir = std::env::temp_dir().join(unique("cns-ipam-"));
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "scope", "type": "bridge", "bridge": bridge,
+        "ipam": {"type": "host-local", "dataDir": dir, "ranges": [[{"subnet": "10.254.151.0/24"}]]}
+    });
+    let netns = ns.path();
+    let run = invoke(
+        "bridge",
+        &Invocation {
+            command: "ADD",
+            containerid: "sc1",
+            netns: &netns,
+            ifname: "eth0",
+            args: None,
+        },
+        conf.to_string().as_bytes(),
+    );
+    assert_eq!(run.code, Some(0));
+    change_by(&agent, run.pid, "link add eth0 type veth");
+    let lines = agent.stop();
+    assert!(
+        !lines
+            .iter()
+            .any(|v| v["type"] == "netlink" && v["tgid"] == ip_pid),
+        "a change by `ip` (not a plugin) was reported with --netlink plugins"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|v| v["type"] == "netlink")
+            .all(|v| v["plugin_tree"] == true)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

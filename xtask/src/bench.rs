@@ -17,70 +17,76 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The agent writing its NDJSON to a file, as a container runtime's log does for a DaemonSet.
 struct Agent {
     child: Child,
-    reader: Option<std::thread::JoinHandle<(u64, serde_json::Value)>>,
+    log: PathBuf,
+    stopped: bool,
 }
 
 impl Agent {
-    /// Stops the agent; returns how many `netlink` lines it printed and its last `stats` line.
-    fn stop(mut self) -> (u64, serde_json::Value) {
-        self.signal();
-        let r = self.reader.take().map(|h| h.join().unwrap_or_default());
-        r.unwrap_or_default()
-    }
-
-    fn signal(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-    }
-
     fn start(bin: &Path) -> Result<Self> {
-        let mut child = Command::new(bin.join("cniscope"))
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log =
+            std::env::temp_dir().join(format!("cniscope-bench-{}-{n}.ndjson", std::process::id()));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(bin.join("cniscope"))
             .args(["agent", "--stats-interval", "3600"])
-            .stdout(Stdio::piped())
+            .stdout(file)
             .stderr(Stdio::null())
             .spawn()
             .context("starting the agent")?;
-        let out = child.stdout.take().context("agent stdout")?;
-        let mut lines = BufReader::new(out).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("\"ready\"") => break,
-                Some(Ok(_)) => {}
-                _ => bail!("the agent exited before it was ready"),
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("\"ready\"") {
+                break;
             }
             if Instant::now() > deadline {
                 bail!("the agent was not ready within 60 s");
             }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        // Keep draining stdout so the agent never blocks on it, counting what matters.
-        let reader = std::thread::spawn(move || {
-            let mut netlink = 0;
-            let mut stats = serde_json::Value::Null;
-            for l in lines.map_while(Result::ok) {
+        Ok(Self {
+            child,
+            log,
+            stopped: false,
+        })
+    }
+
+    fn signal(&mut self) {
+        if !self.stopped {
+            self.stopped = true;
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Stops the agent; returns how many `netlink` lines it printed and its last `stats` line.
+    fn stop(mut self) -> (u64, serde_json::Value) {
+        self.signal();
+        let f = std::fs::File::open(&self.log).map(BufReader::new);
+        let mut netlink = 0;
+        let mut stats = serde_json::Value::Null;
+        if let Ok(f) = f {
+            for l in f.lines().map_while(Result::ok) {
                 if l.starts_with("{\"type\":\"netlink\"") {
                     netlink += 1;
                 } else if l.starts_with("{\"type\":\"stats\"") {
                     stats = serde_json::from_str(&l).unwrap_or_default();
                 }
             }
-            (netlink, stats)
-        });
-        Ok(Self {
-            child,
-            reader: Some(reader),
-        })
+        }
+        (netlink, stats)
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if self.reader.is_some() {
-            self.signal();
-        }
+        self.signal();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

@@ -23,8 +23,8 @@ use crate::clock;
 pub enum Msg {
     /// A plugin exec was decoded (held or not).
     PluginSeen,
-    /// Stop: resume everything, detach, and reply.
-    Shutdown(std::sync::mpsc::Sender<()>),
+    /// Stop: resume everything, detach every program, and reply with the last counters.
+    Shutdown(std::sync::mpsc::Sender<(KernelCounters, HookState)>),
 }
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -68,6 +68,10 @@ pub struct Hooks {
     tracked: HashMap<MapData, u32, Tracked>,
     counters: PerCpuArray<MapData, u64>,
     links: Vec<TracePointLink>,
+    /// Which copy of the stdio programs is (or was last) attached.
+    slot: usize,
+    /// Threads still tearing down a copy's old links, by copy.
+    reapers: [Option<std::thread::JoinHandle<()>>; 2],
     hold_enabled: bool,
     nl_scope: u32,
     linger: Duration,
@@ -113,6 +117,8 @@ impl Hooks {
             tracked,
             counters,
             links: Vec::new(),
+            slot: 1,
+            reapers: [None, None],
             hold_enabled,
             nl_scope,
             linger,
@@ -152,7 +158,14 @@ impl Hooks {
             return Ok(());
         }
         let t0 = Instant::now();
-        for (name, cat, tp) in STDIO {
+        // Use the other copy than last time, so the old links' teardown (which removes every
+        // instance of its program from the tracepoint) cannot touch the new ones; if that copy
+        // is itself still being torn down, wait for it.
+        self.slot ^= 1;
+        if let Some(r) = self.reapers[self.slot].take() {
+            let _ = r.join();
+        }
+        for (name, cat, tp) in STDIO[self.slot] {
             let p: &mut TracePoint = self
                 .ebpf
                 .program_mut(name)
@@ -226,9 +239,10 @@ impl Hooks {
         self.state.hooks_live = false;
         self.state.detaches += 1;
         // Dropping a perf link waits for an RCU grace period; do it elsewhere.
-        let _ = std::thread::Builder::new()
+        self.reapers[self.slot] = std::thread::Builder::new()
             .name("cniscope-detach".into())
-            .spawn(move || drop(links));
+            .spawn(move || drop(links))
+            .ok();
     }
 
     pub fn counters(&self) -> KernelCounters {
@@ -289,8 +303,11 @@ impl Hooks {
                 }
                 Ok(Msg::Shutdown(done)) => {
                     self.shutdown();
-                    report(self.counters(), self.state);
-                    let _ = done.send(());
+                    let last = (self.counters(), self.state);
+                    // Detach everything (dropping the programs) before replying, so the reader's
+                    // final drain sees every record there will be.
+                    drop(self);
+                    let _ = done.send(last);
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {}

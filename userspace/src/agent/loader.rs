@@ -24,11 +24,20 @@ pub const NETLINK: &[(&str, &str, &str)] = &[
     (names::PROG_NL_EXTACK, "netlink", "netlink_extack"),
     (names::PROG_NL_SEND, "sock", "sock_send_length"),
 ];
-pub const STDIO: &[(&str, &str, &str)] = &[
-    (names::PROG_READ_EXIT, "syscalls", "sys_exit_read"),
-    (names::PROG_WRITE_EXIT, "syscalls", "sys_exit_write"),
-    (names::PROG_READ_ENTER, "syscalls", "sys_enter_read"),
-    (names::PROG_WRITE_ENTER, "syscalls", "sys_enter_write"),
+/// The stdio programs, in two interchangeable copies (see `names::PROG_READ_ENTER_B`).
+pub const STDIO: [&[(&str, &str, &str)]; 2] = [
+    &[
+        (names::PROG_READ_EXIT, "syscalls", "sys_exit_read"),
+        (names::PROG_WRITE_EXIT, "syscalls", "sys_exit_write"),
+        (names::PROG_READ_ENTER, "syscalls", "sys_enter_read"),
+        (names::PROG_WRITE_ENTER, "syscalls", "sys_enter_write"),
+    ],
+    &[
+        (names::PROG_READ_EXIT_B, "syscalls", "sys_exit_read"),
+        (names::PROG_WRITE_EXIT_B, "syscalls", "sys_exit_write"),
+        (names::PROG_READ_ENTER_B, "syscalls", "sys_enter_read"),
+        (names::PROG_WRITE_ENTER_B, "syscalls", "sys_enter_write"),
+    ],
 ];
 
 /// Everything checked before loading: privileges, BTF, tracefs (mounted when missing), offsets.
@@ -68,7 +77,12 @@ pub fn load(offs: &Offsets, ringbuf_bytes: u32) -> Result<Ebpf> {
         .map_max_entries(names::EVENTS, ringbuf_bytes)
         .load(PROGRAMS)
         .context("loading cniscope's eBPF object (maps and BTF)")?;
-    for (name, _, _) in ALWAYS_ON.iter().chain(STDIO).chain(NETLINK) {
+    for (name, _, _) in ALWAYS_ON
+        .iter()
+        .chain(STDIO[0])
+        .chain(STDIO[1])
+        .chain(NETLINK)
+    {
         let p: &mut TracePoint = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} is missing from the object"))?

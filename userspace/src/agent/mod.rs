@@ -116,20 +116,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         .name("cniscope-ctl".into())
         .spawn(move || {
             hooks.run(rx, stats_every, |k, h| {
-                out2.emit(&json!({
-                    "type": "stats",
-                    "ts": clock.rfc3339(crate::clock::boot_ns()),
-                    "lost": k.lost(),
-                    "kernel": k,
-                    "hooks": h,
-                    "agent": {
-                        "records": stats2.records.load(Ordering::Relaxed),
-                        "undecodable": stats2.undecodable.load(Ordering::Relaxed),
-                        "orphan_chunks": stats2.orphan_chunks.load(Ordering::Relaxed),
-                        "open_runs": stats2.open_runs.load(Ordering::Relaxed),
-                        "output_dropped": out2.dropped.load(Ordering::Relaxed),
-                    },
-                }));
+                out2.emit(&stats_json(&clock, k, h, &stats2, &out2));
             })
         })?;
 
@@ -152,14 +139,30 @@ pub fn run(args: AgentArgs) -> Result<()> {
         runs: Runs::new(args.max_open_runs),
         names: Names::default(),
     };
-    let result = rt.block_on(read_loop(ring, &args, &clock, &out, &tx, &stats, &mut st));
+    let mut ring = Some(ring);
+    let result = rt.block_on(read_loop(
+        &mut ring, &args, &clock, &out, &tx, &stats, &mut st,
+    ));
 
-    // Shutdown: resume and detach first, then flush what is left.
+    // Shutdown: resume held plugins and detach every program, then drain what the kernel
+    // wrote until then, then flush runs still open and report the final counters.
     let (done_tx, done_rx) = mpsc::channel();
     let _ = tx.send(Msg::Shutdown(done_tx));
-    let _ = done_rx.recv_timeout(Duration::from_secs(10));
+    let last = done_rx.recv_timeout(Duration::from_secs(10)).ok();
+    if let Some(mut ring) = ring {
+        let mut batch = output::Batch::default();
+        while let Some(item) = ring.next() {
+            let ev = decode(&item);
+            drop(item);
+            handle(&ev, &args, &clock, &tx, &stats, &mut st, &mut batch);
+        }
+        batch.flush_to(&out);
+    }
     for r in st.runs.drain() {
         out.emit(&output::run_json(&r, &clock));
+    }
+    if let Some((k, h)) = last {
+        out.emit(&stats_json(&clock, k, h, &stats, &out));
     }
     out.emit(
         &json!({"type": "agent", "event": "stopped", "ts": clock.rfc3339(crate::clock::boot_ns())}),
@@ -171,8 +174,32 @@ pub fn run(args: AgentArgs) -> Result<()> {
     result
 }
 
+fn stats_json(
+    clock: &Clock,
+    k: hooks::KernelCounters,
+    h: hooks::HookState,
+    stats: &ReaderStats,
+    out: &Output,
+) -> serde_json::Value {
+    json!({
+        "type": "stats",
+        "ts": clock.rfc3339(crate::clock::boot_ns()),
+        "lost": k.lost(),
+        "kernel": k,
+        "hooks": h,
+        "agent": {
+            "records": stats.records.load(Ordering::Relaxed),
+            "undecodable": stats.undecodable.load(Ordering::Relaxed),
+            "orphan_chunks": stats.orphan_chunks.load(Ordering::Relaxed),
+            "open_runs": stats.open_runs.load(Ordering::Relaxed),
+            "output_dropped": out.dropped.load(Ordering::Relaxed),
+        },
+    })
+}
+
+/// Reads until SIGINT/SIGTERM; leaves the ring buffer in `ring` for the final drain.
 async fn read_loop(
-    ring: RingBuf<MapData>,
+    ring: &mut Option<RingBuf<MapData>>,
     args: &AgentArgs,
     clock: &Clock,
     out: &Output,
@@ -182,23 +209,30 @@ async fn read_loop(
 ) -> Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as the
     // AsyncFd holds it.
-    let mut afd = unsafe { AsyncFd::register(ring) }
+    let inner = ring.take().context("ring buffer already taken")?;
+    let mut afd = unsafe { AsyncFd::register(inner) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Signal streams made once, before the loop: a `ctrl_c()` future made per iteration could
+    // miss a signal that arrives between iterations (and the default action no longer applies).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     // Stdio chunks, forks and netlink changes are submitted without a wake-up; drain on a timer.
     let mut tick = tokio::time::interval(Duration::from_millis(DRAIN_MS));
+    let mut batch = output::Batch::default();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
             _ = tick.tick() => {
                 let ring = afd.get_mut();
                 while let Some(item) = ring.next() {
                     let ev = decode(&item);
                     drop(item);
-                    handle(&ev, args, clock, out, tx, stats, st);
+                    handle(&ev, args, clock, tx, stats, st, &mut batch);
                 }
+                batch.flush_to(out);
             }
             guard = afd.readable_mut() => {
                 let mut guard = guard?;
@@ -206,12 +240,14 @@ async fn read_loop(
                 while let Some(item) = ring.next() {
                     let ev = decode(&item);
                     drop(item);
-                    handle(&ev, args, clock, out, tx, stats, st);
+                    handle(&ev, args, clock, tx, stats, st, &mut batch);
                 }
+                batch.flush_to(out);
                 guard.clear_ready();
             }
         }
     }
+    *ring = Some(afd.into_inner());
     Ok(())
 }
 
@@ -219,10 +255,10 @@ fn handle(
     ev: &Event,
     args: &AgentArgs,
     clock: &Clock,
-    out: &Output,
     tx: &mpsc::Sender<Msg>,
     stats: &ReaderStats,
     st: &mut State,
+    out: &mut output::Batch,
 ) {
     stats.records.fetch_add(1, Ordering::Relaxed);
     let runs = &mut st.runs;
@@ -234,9 +270,10 @@ fn handle(
             }
         }
         Event::Netlink(req) => {
-            for line in output::netlink_json(req, &mut st.names, clock, args.events) {
-                out.emit(&line);
-            }
+            let mut req = req.clone();
+            // The kernel side looks this up only for `--netlink plugins`.
+            req.plugin_tree |= runs.contains(req.tgid);
+            output::netlink_lines(&req, &mut st.names, clock, args.events, out);
         }
         Event::Undecodable { .. } => {
             stats.undecodable.fetch_add(1, Ordering::Relaxed);
@@ -244,10 +281,10 @@ fn handle(
         _ => {}
     }
     if args.events {
-        out.emit(&output::event_json(ev, clock));
+        out.push_value(&output::event_json(ev, clock));
     }
     for r in runs.push(ev) {
-        out.emit(&output::run_json(&r, clock));
+        out.push_value(&output::run_json(&r, clock));
     }
     stats
         .orphan_chunks

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::clock::Clock;
@@ -58,12 +59,54 @@ impl Output {
     pub fn emit(&self, v: &Value) {
         let mut line = v.to_string();
         line.push('\n');
-        match self.tx.try_send(line) {
+        self.send(line, 1);
+    }
+
+    /// Sends a batch of `lines` complete lines at once (one wake-up of the writer).
+    pub fn send(&self, batch: String, lines: u64) {
+        if batch.is_empty() {
+            return;
+        }
+        match self.tx.try_send(batch) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(lines, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Lines collected while draining the ring buffer, sent as one batch.
+#[derive(Default)]
+pub struct Batch {
+    pub buf: String,
+    pub lines: u64,
+}
+
+impl Batch {
+    pub fn push_value(&mut self, v: &Value) {
+        self.push(v);
+    }
+
+    /// Appends `v` as one JSON line.
+    pub fn push<T: Serialize + ?Sized>(&mut self, v: &T) {
+        let start = self.buf.len();
+        // SAFETY: serde_json writes only valid UTF-8; on an error the partial line is cut off
+        // at `start`, a char boundary, so the String stays valid.
+        let bytes = unsafe { self.buf.as_mut_vec() };
+        if serde_json::to_writer(&mut *bytes, v).is_ok() {
+            bytes.push(b'\n');
+            self.lines += 1;
+        } else {
+            bytes.truncate(start);
+        }
+    }
+
+    pub fn flush_to(&mut self, out: &Output) {
+        out.send(
+            std::mem::take(&mut self.buf),
+            std::mem::take(&mut self.lines),
+        );
     }
 }
 
@@ -113,35 +156,53 @@ fn base64_of(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// A `netlink` line: the request's process and namespaces, then the change.
+#[derive(Serialize)]
+struct NetlinkLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts: &'a str,
+    pid: u32,
+    tgid: u32,
+    comm: &'a str,
+    netns: u32,
+    netns_name: Option<&'a str>,
+    task_netns: u32,
+    plugin_tree: bool,
+    #[serde(flatten)]
+    change: &'a crate::netlink::describe::Change,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<String>,
+}
+
 /// One `netlink` line per state-changing message of a request (an `undecodable` line for what
-/// does not parse). With `raw`, the request and reply bytes are included (base64).
-pub fn netlink_json(
+/// does not parse) appended to `batch`. With `raw`, the request bytes are included (base64).
+pub fn netlink_lines(
     req: &crate::netlink::NlRequest,
     names: &mut crate::netlink::names::Names,
     clock: &Clock,
     raw: bool,
-) -> Vec<Value> {
+    batch: &mut Batch,
+) {
     use crate::netlink::describe::{Described, describe};
     let ts = clock.rfc3339(req.ts_ns);
     let netns_name = names.display(req.netns);
-    describe(req, names)
-        .into_iter()
-        .map(|d| match d {
-            Described::Change(c) => {
-                let mut v = json!({
-                    "pid": req.pid, "tgid": req.tgid, "comm": req.comm,
-                    "netns": req.netns, "netns_name": netns_name,
-                    "task_netns": req.task_netns, "plugin_tree": req.plugin_tree,
-                });
-                if let (Value::Object(m), Value::Object(c)) = (&mut v, json!(c)) {
-                    m.extend(c);
-                    if raw {
-                        m.insert("request".into(), json!(base64_of(&req.request)));
-                    }
-                }
-                with_type("netlink", ts.clone(), v)
-            }
-            Described::Undecodable(u) => with_type(
+    for d in describe(req, names) {
+        match d {
+            Described::Change(c) => batch.push(&NetlinkLine {
+                kind: "netlink",
+                ts: &ts,
+                pid: req.pid,
+                tgid: req.tgid,
+                comm: &req.comm,
+                netns: req.netns,
+                netns_name: netns_name.as_deref(),
+                task_netns: req.task_netns,
+                plugin_tree: req.plugin_tree,
+                change: &c,
+                request: raw.then(|| base64_of(&req.request)),
+            }),
+            Described::Undecodable(u) => batch.push_value(&with_type(
                 "undecodable",
                 ts.clone(),
                 json!({
@@ -149,9 +210,9 @@ pub fn netlink_json(
                     "msg_type": u.msg_type, "reason": u.reason,
                     "request": base64_of(&req.request),
                 }),
-            ),
-        })
-        .collect()
+            )),
+        }
+    }
 }
 
 /// The line for a finished process run.

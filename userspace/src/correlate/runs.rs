@@ -84,6 +84,11 @@ impl Runs {
         }
     }
 
+    /// Whether `tgid` is a process of a plugin's tree that has not exited.
+    pub fn contains(&self, tgid: u32) -> bool {
+        self.open.contains_key(&tgid)
+    }
+
     pub fn open_count(&self) -> usize {
         self.open.len()
     }

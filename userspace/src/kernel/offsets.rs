@@ -94,6 +94,16 @@ pub fn resolve_netlink(btf: &Btf, tracefs: &Path, o: &mut Offsets) -> Result<()>
     o.msghdr_iov = off("user_msghdr", "msg_iov")?;
     o.iovec_base = off("iovec", "iov_base")?;
     o.iovec_len = off("iovec", "iov_len")?;
+    let regs = [o.regs_dx, o.regs_si, o.regs_orig_ax];
+    let (lo, hi) = (regs.iter().min(), regs.iter().max());
+    anyhow::ensure!(
+        matches!((lo, hi), (Some(l), Some(h)) if h - l <= 24 && regs.iter().all(|r| (r - l) % 8 == 0)),
+        "pt_regs dx/si/orig_ax are not within one 32-byte window on this kernel"
+    );
+    anyhow::ensure!(
+        o.iovec_len == o.iovec_base + 8,
+        "struct iovec members are not adjacent on this kernel"
+    );
     o.sock_net = off("sock", "__sk_common.skc_net.net")?;
     o.sock_rcvq_prev = off("sock", "sk_receive_queue.prev")?;
     o.sock_rcvq_qlen = off("sock", "sk_receive_queue.qlen")?;

@@ -15,7 +15,6 @@ use netlink_packet_route::{
     rule::{RuleAttribute, RuleMessage},
 };
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use super::NlRequest;
 use super::names::{Names, netns_of_fd, netns_of_pid};
@@ -44,7 +43,80 @@ pub struct Change {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_netns: Option<u32>,
     pub outcome: Outcome,
-    pub detail: Value,
+    pub detail: Detail,
+}
+
+/// Structured fields of a change, by object.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Detail {
+    Route(RouteDetail),
+    Addr(AddrDetail),
+    Link(LinkDetail),
+    Neigh(NeighDetail),
+    Rule(RuleDetail),
+    None,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteDetail {
+    pub family: String,
+    pub dst: Option<String>,
+    pub gateway: Option<String>,
+    pub oif: Option<u32>,
+    pub dev: Option<String>,
+    pub protocol: String,
+    pub scope: Option<String>,
+    pub table: u32,
+    pub metric: Option<u32>,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AddrDetail {
+    pub family: String,
+    pub local: Option<String>,
+    pub address: Option<String>,
+    pub prefix_len: u8,
+    pub index: u32,
+    pub dev: String,
+    pub label: Option<String>,
+    pub scope: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkDetail {
+    pub index: Option<u32>,
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub peer: Option<String>,
+    pub peer_netns: Option<u32>,
+    pub mtu: Option<u32>,
+    pub master: Option<u32>,
+    /// The attributes the request carried, by name.
+    pub attributes: Vec<String>,
+    pub up: Option<bool>,
+    pub netns_fd: Option<i32>,
+    pub netns_pid: Option<u32>,
+    pub target_netns: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NeighDetail {
+    pub dst: Option<String>,
+    pub lladdr: Option<String>,
+    pub index: u32,
+    pub dev: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleDetail {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub table: u32,
+    pub priority: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,7 +189,7 @@ impl Ctx<'_> {
     }
 }
 
-fn route(m: &RouteMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, Value) {
+fn route(m: &RouteMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, Detail) {
     let h = &m.header;
     let mut dst = None;
     let (mut gw, mut oif, mut table, mut metric, mut src) = (None, None, None, None, None);
@@ -167,16 +239,22 @@ fn route(m: &RouteMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, Va
     if let Some(m) = metric {
         let _ = write!(s, " metric {m}");
     }
-    let detail = json!({
-        "family": format!("{:?}", h.address_family).to_lowercase(),
-        "dst": dst.map(|d| format!("{d}/{}", h.destination_prefix_length)),
-        "gateway": gw, "oif": oif, "dev": dev, "protocol": proto, "scope": scope,
-        "table": table, "metric": metric, "type": format!("{:?}", h.kind).to_lowercase(),
+    let detail = Detail::Route(RouteDetail {
+        family: format!("{:?}", h.address_family).to_lowercase(),
+        dst: dst.map(|d| format!("{d}/{}", h.destination_prefix_length)),
+        gateway: gw,
+        oif,
+        dev,
+        protocol: proto,
+        scope,
+        table,
+        metric,
+        kind: format!("{:?}", h.kind).to_lowercase(),
     });
     (s, oif, detail)
 }
 
-fn address(m: &AddressMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, Value) {
+fn address(m: &AddressMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, Detail) {
     let h = &m.header;
     let mut local = None;
     let mut address = None;
@@ -195,10 +273,15 @@ fn address(m: &AddressMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>
         .unwrap_or_else(|| "?".into());
     let dev = cx.dev(h.index);
     let s = format!("addr {verb} {ip}/{} dev {dev}", h.prefix_len);
-    let detail = json!({
-        "family": format!("{:?}", h.family).to_lowercase(), "local": local, "address": address,
-        "prefix_len": h.prefix_len, "index": h.index, "dev": dev, "label": label,
-        "scope": format!("{:?}", h.scope).to_lowercase(),
+    let detail = Detail::Addr(AddrDetail {
+        family: format!("{:?}", h.family).to_lowercase(),
+        local,
+        address,
+        prefix_len: h.prefix_len,
+        index: h.index,
+        dev,
+        label,
+        scope: format!("{:?}", h.scope).to_lowercase(),
     });
     (s, Some(h.index), detail)
 }
@@ -244,7 +327,7 @@ fn link(
     verb: &str,
     cx: &mut Ctx,
     target: &mut Option<u32>,
-) -> Option<(String, Option<u32>, Value)> {
+) -> Option<(String, Option<u32>, Detail)> {
     let h = &m.header;
     let (mut name, mut mtu, mut master, mut kind, mut ns_fd, mut ns_pid) =
         (None, None, None, None, None, None);
@@ -357,16 +440,27 @@ fn link(
                 .to_string()
         })
         .collect();
-    let detail = json!({
-        "index": index, "name": name, "kind": kind, "peer": peer.name,
-        "peer_netns": peer_netns, "mtu": mtu, "master": master, "attributes": attributes,
-        "up": h.change_mask.contains(LinkFlags::Up).then(|| h.flags.contains(LinkFlags::Up)),
-        "netns_fd": ns_fd, "netns_pid": ns_pid, "target_netns": *target,
+    let detail = Detail::Link(LinkDetail {
+        index,
+        name,
+        kind,
+        peer: peer.name,
+        peer_netns,
+        mtu,
+        master,
+        attributes,
+        up: h
+            .change_mask
+            .contains(LinkFlags::Up)
+            .then(|| h.flags.contains(LinkFlags::Up)),
+        netns_fd: ns_fd,
+        netns_pid: ns_pid,
+        target_netns: *target,
     });
     Some((s, index, detail))
 }
 
-fn neigh(m: &NeighbourMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, Value) {
+fn neigh(m: &NeighbourMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, Detail) {
     let h = &m.header;
     let mut dst = None;
     let mut lladdr = None;
@@ -395,12 +489,17 @@ fn neigh(m: &NeighbourMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>
     let _ = write!(s, " dev {dev}");
     let state = format!("{:?}", h.state).to_lowercase();
     let _ = write!(s, " nud {state}");
-    let detail =
-        json!({"dst": dst, "lladdr": lladdr, "index": h.ifindex, "dev": dev, "state": state});
+    let detail = Detail::Neigh(NeighDetail {
+        dst,
+        lladdr,
+        index: h.ifindex,
+        dev,
+        state,
+    });
     (s, Some(h.ifindex), detail)
 }
 
-fn rule(m: &RuleMessage, verb: &str) -> (String, Option<u32>, Value) {
+fn rule(m: &RuleMessage, verb: &str) -> (String, Option<u32>, Detail) {
     let mut s = format!("rule {verb}");
     let (mut from, mut to, mut table, mut prio) = (None, None, None, None);
     for a in &m.attributes {
@@ -428,7 +527,12 @@ fn rule(m: &RuleMessage, verb: &str) -> (String, Option<u32>, Value) {
     (
         s,
         None,
-        json!({"from": from, "to": to, "table": table, "priority": prio}),
+        Detail::Rule(RuleDetail {
+            from,
+            to,
+            table,
+            priority: prio,
+        }),
     )
 }
 
@@ -511,7 +615,7 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
                 ifname: None,
                 target_netns: None,
                 outcome: oc,
-                detail: Value::Null,
+                detail: Detail::None,
             }));
             continue;
         }
@@ -550,13 +654,14 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
         let Some((op, ifindex, detail)) = rendered else {
             continue;
         };
-        if object == "link" && verb == "add" && oc.status == Status::Ack {
+        if let Detail::Link(l) = &detail
+            && verb == "add"
+            && oc.status == Status::Ack
+        {
             // The kernel chose the new links' indexes: learn them now, so a later
             // `link del dev <index>` still has a name after the link is gone.
-            for key in ["name", "peer"] {
-                if let Some(n) = detail[key].as_str() {
-                    cx.names.learn_index(req.netns, n, &[req.tgid]);
-                }
+            for n in [&l.name, &l.peer].into_iter().flatten() {
+                cx.names.learn_index(req.netns, n, &[req.tgid]);
             }
         }
         let ifname = ifindex.and_then(|i| cx.names.ifname(req.netns, i, &[req.tgid]));
