@@ -6,5 +6,6 @@ pub mod agent;
 pub mod clock;
 pub mod correlate;
 pub mod events;
+pub mod exec;
 pub mod kernel;
 pub mod netlink;

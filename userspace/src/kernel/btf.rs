@@ -260,7 +260,7 @@ impl Btf {
             id = self.resolve(ty);
             owner = format!("{owner}.{part}");
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(BtfError::Bitfield(path.to_string()));
         }
         Ok(bits / 8)

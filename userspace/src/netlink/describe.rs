@@ -127,7 +127,7 @@ pub struct Undecodable {
 
 #[derive(Debug, Clone)]
 pub enum Described {
-    Change(Change),
+    Change(Box<Change>),
     Undecodable(Undecodable),
 }
 
@@ -375,10 +375,10 @@ fn link(
         if let Some(p) = &peer.name {
             let _ = write!(s, " peer name {p}");
         }
-    } else if let (Some(n), Some(_)) = (&name, index) {
-        if *n != dev {
-            let _ = write!(s, " name {n}");
-        }
+    } else if let (Some(n), Some(_)) = (&name, index)
+        && *n != dev
+    {
+        let _ = write!(s, " name {n}");
     }
     if h.change_mask.contains(LinkFlags::Up) {
         s.push_str(if h.flags.contains(LinkFlags::Up) {
@@ -605,7 +605,7 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
             }
         };
         if object == "nexthop" {
-            out.push(Described::Change(Change {
+            out.push(Described::Change(Box::new(Change {
                 seq,
                 msg_type: ty,
                 object,
@@ -616,7 +616,7 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
                 target_netns: None,
                 outcome: oc,
                 detail: Detail::None,
-            }));
+            })));
             continue;
         }
         let parsed = RouteNetlinkMessage::parse_with_param(&b[range], ty);
@@ -665,7 +665,7 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
             }
         }
         let ifname = ifindex.and_then(|i| cx.names.ifname(req.netns, i, &[req.tgid]));
-        out.push(Described::Change(Change {
+        out.push(Described::Change(Box::new(Change {
             seq,
             msg_type: ty,
             object,
@@ -676,7 +676,7 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
             target_netns: target,
             outcome: oc,
             detail,
-        }));
+        })));
     }
     out
 }
@@ -689,7 +689,7 @@ mod tests {
         buf.extend(((4 + data.len()) as u16).to_ne_bytes());
         buf.extend(ty.to_ne_bytes());
         buf.extend(data);
-        while buf.len() % 4 != 0 {
+        while !buf.len().is_multiple_of(4) {
             buf.push(0);
         }
     }

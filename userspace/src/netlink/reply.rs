@@ -167,7 +167,7 @@ pub(crate) mod tests {
             b.extend((alen as u16).to_ne_bytes());
             b.extend(NLMSGERR_ATTR_MSG.to_ne_bytes());
             b.extend(&v);
-            while b.len() % 4 != 0 {
+            while !b.len().is_multiple_of(4) {
                 b.push(0);
             }
         }
