@@ -8,6 +8,7 @@
 //! Everything is idempotent and says what it does; nothing is hard-coded about versions.
 
 mod bench;
+mod image;
 mod setup;
 
 use std::path::PathBuf;
@@ -103,13 +104,15 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("run") => main_job(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
+        Some("image") => image::image(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup|run [cniscope args]|test|bench [dd|addel|routes|udp|all]>\n\
+                "usage: cargo xtask <setup|run [cniscope args]|test|bench [dd|addel|routes|udp|all]|image [opts]>\n\
                  \n  setup  install apt packages, rust-src and bpf-linker (idempotent)\
                  \n  run    set up, build (release) and run `cniscope agent` (or the given args)\
                  \n  test   set up, then fmt, clippy, unit tests, integration tests (root)\
-                 \n  bench  benchmarks for BENCHMARKS.md"
+                 \n  bench  benchmarks for BENCHMARKS.md\
+                 \n  image  OCI image with cniscope and cniscope-cni, loaded into podman (localhost/cniscope:dev)"
             );
             return ExitCode::from(2);
         }
