@@ -9,3 +9,4 @@ pub mod events;
 pub mod exec;
 pub mod kernel;
 pub mod netlink;
+pub mod pipeline;

@@ -17,17 +17,14 @@ use serde_json::json;
 use tokio::io::unix::AsyncFd;
 
 use crate::clock::Clock;
-use crate::correlate::runs::Runs;
-use crate::netlink::names::Names;
+use crate::correlate::correlator;
+use crate::pipeline::{LiveLookups, Pipeline};
 
 /// How often the reader drains records submitted without a wake-up.
 const DRAIN_MS: u64 = 25;
 
 /// What the reader keeps between records.
-struct State {
-    runs: Runs,
-    names: Names,
-}
+type State = Pipeline;
 use crate::events::{Event, Role, decode::decode};
 use hooks::{Hooks, Msg};
 use output::Output;
@@ -54,6 +51,12 @@ pub struct AgentArgs {
     /// process trees, or none.
     #[arg(long, value_enum, default_value_t = NetlinkScope::All)]
     pub netlink: NetlinkScope,
+    /// An invocation is reported once none of its plugins has run for this long (ms).
+    #[arg(long, default_value_t = 1000)]
+    pub quiet_ms: u64,
+    /// Where cniscope-cni writes its netns tags.
+    #[arg(long, default_value = "/run/cniscope/tags")]
+    pub tag_dir: std::path::PathBuf,
     /// Runs kept open at once (processes between exec and exit); beyond it the oldest is flushed.
     #[arg(long, default_value_t = 4096)]
     pub max_open_runs: usize,
@@ -135,14 +138,20 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut st = State {
-        runs: Runs::new(args.max_open_runs),
-        names: Names::default(),
-    };
+    let mut st = Pipeline::new(
+        clock,
+        args.events,
+        args.max_open_runs,
+        correlator::Config {
+            quiet_ns: args.quiet_ms * 1_000_000,
+            ..Default::default()
+        },
+        Box::new(LiveLookups {
+            tag_dir: args.tag_dir.clone(),
+        }),
+    );
     let mut ring = Some(ring);
-    let result = rt.block_on(read_loop(
-        &mut ring, &args, &clock, &out, &tx, &stats, &mut st,
-    ));
+    let result = rt.block_on(read_loop(&mut ring, &out, &tx, &stats, &mut st));
 
     // Shutdown: resume held plugins and detach every program, then drain what the kernel
     // wrote until then, then flush runs still open and report the final counters.
@@ -154,13 +163,13 @@ pub fn run(args: AgentArgs) -> Result<()> {
         while let Some(item) = ring.next() {
             let ev = decode(&item);
             drop(item);
-            handle(&ev, &args, &clock, &tx, &stats, &mut st, &mut batch);
+            handle(&ev, &tx, &stats, &mut st, &mut batch);
         }
         batch.flush_to(&out);
     }
-    for r in st.runs.drain() {
-        out.emit(&output::run_json(&r, &clock));
-    }
+    let mut batch = output::Batch::default();
+    st.drain(&mut batch);
+    batch.flush_to(&out);
     if let Some((k, h)) = last {
         out.emit(&stats_json(&clock, k, h, &stats, &out));
     }
@@ -200,8 +209,6 @@ fn stats_json(
 /// Reads until SIGINT/SIGTERM; leaves the ring buffer in `ring` for the final drain.
 async fn read_loop(
     ring: &mut Option<RingBuf<MapData>>,
-    args: &AgentArgs,
-    clock: &Clock,
     out: &Output,
     tx: &mpsc::Sender<Msg>,
     stats: &ReaderStats,
@@ -230,8 +237,9 @@ async fn read_loop(
                 while let Some(item) = ring.next() {
                     let ev = decode(&item);
                     drop(item);
-                    handle(&ev, args, clock, tx, stats, st, &mut batch);
+                    handle(&ev, tx, stats, st, &mut batch);
                 }
+                st.tick(crate::clock::boot_ns(), &mut batch);
                 batch.flush_to(out);
             }
             guard = afd.readable_mut() => {
@@ -240,7 +248,7 @@ async fn read_loop(
                 while let Some(item) = ring.next() {
                     let ev = decode(&item);
                     drop(item);
-                    handle(&ev, args, clock, tx, stats, st, &mut batch);
+                    handle(&ev, tx, stats, st, &mut batch);
                 }
                 batch.flush_to(out);
                 guard.clear_ready();
@@ -253,43 +261,26 @@ async fn read_loop(
 
 fn handle(
     ev: &Event,
-    args: &AgentArgs,
-    clock: &Clock,
     tx: &mpsc::Sender<Msg>,
     stats: &ReaderStats,
     st: &mut State,
     out: &mut output::Batch,
 ) {
     stats.records.fetch_add(1, Ordering::Relaxed);
-    let runs = &mut st.runs;
     match ev {
         Event::Exec(e) if e.role == Role::Plugin => {
             let _ = tx.send(Msg::PluginSeen);
-            if let Some(ns) = e.cni.as_ref().and_then(|c| c.netns.as_deref()) {
-                st.names.learn_path(std::path::Path::new(ns));
-            }
-        }
-        Event::Netlink(req) => {
-            let mut req = req.clone();
-            // The kernel side looks this up only for `--netlink plugins`.
-            req.plugin_tree |= runs.contains(req.tgid);
-            output::netlink_lines(&req, &mut st.names, clock, args.events, out);
         }
         Event::Undecodable { .. } => {
             stats.undecodable.fetch_add(1, Ordering::Relaxed);
         }
         _ => {}
     }
-    if args.events {
-        out.push_value(&output::event_json(ev, clock));
-    }
-    for r in runs.push(ev) {
-        out.push_value(&output::run_json(&r, clock));
-    }
+    st.push(ev, out);
     stats
         .orphan_chunks
-        .store(runs.orphan_chunks, Ordering::Relaxed);
+        .store(st.runs.orphan_chunks, Ordering::Relaxed);
     stats
         .open_runs
-        .store(runs.open_count() as u64, Ordering::Relaxed);
+        .store(st.runs.open_count() as u64, Ordering::Relaxed);
 }

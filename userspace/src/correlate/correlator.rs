@@ -1,0 +1,583 @@
+//! Turns plugin runs and netlink changes into invocations.
+//!
+//! Rules (documented in the README):
+//! - A plugin started by a process that is not itself a plugin opens or joins the invocation
+//!   keyed by (that parent, CNI_CONTAINERID, CNI_IFNAME, CNI_COMMAND): a runtime runs a chain's
+//!   plugins one after the other from one process.
+//! - A plugin started by a plugin is its delegate (IPAM) when container, interface and command
+//!   match, and a nested invocation (a Multus delegate) otherwise.
+//! - A netlink change belongs to the step whose process tree made it; others are netns-level.
+//! - An invocation is complete when none of its plugins runs and either one of them failed
+//!   (runtimes stop at the first error) or `quiet` has passed since the last one ended. A step
+//!   that arrives within `late_window` after that reopens it, and it is reported again with the
+//!   next revision: a late step is never lost.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde_json::Value;
+
+use super::diff::diff;
+use super::identity::{Pod, cni_error, plugin_name};
+use super::invocation::*;
+use super::runs::Run;
+use crate::clock::Clock;
+use crate::events::{Exec, Role};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub quiet_ns: u64,
+    pub late_window_ns: u64,
+    /// Processes remembered for parentage.
+    pub max_procs: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            quiet_ns: 1_000_000_000,
+            late_window_ns: 10_000_000_000,
+            max_procs: 65_536,
+        }
+    }
+}
+
+/// Runtime pid (or parent step pid for nested), container id, ifname, command.
+type Key = (u32, String, String, String);
+
+#[derive(Debug, Clone)]
+enum Parent {
+    /// Top-level or nested invocation.
+    Invocation(Key),
+    /// Delegate of the plugin with this tgid.
+    Step(u32),
+}
+
+struct OpenStep {
+    exec: Exec,
+    parent: Parent,
+    netns_inode: Option<u32>,
+    ops: Vec<Op>,
+    spawned: Vec<Spawned>,
+    delegates: Vec<Step>,
+    nested: Vec<Key>,
+}
+
+struct OpenInv {
+    key: Key,
+    steps: Vec<Step>,
+    running: usize,
+    last_ns: u64,
+    revision: u32,
+    id: String,
+    nested_in: Option<u32>,
+    failed: bool,
+    /// The runtime's command name, read while it ran.
+    runtime_comm: Option<String>,
+}
+
+/// What the correlator has to say.
+pub enum Output {
+    Invocation(Box<Invocation>),
+    Netns(Box<NetnsChange>),
+}
+
+pub struct Correlator {
+    cfg: Config,
+    clock: Clock,
+    /// tgid → parent tgid.
+    parents: HashMap<u32, u32>,
+    parent_order: VecDeque<u32>,
+    steps: HashMap<u32, OpenStep>,
+    invs: HashMap<Key, OpenInv>,
+    /// Reported invocations that a late step may still reopen: key → (reported at, invocation).
+    done: HashMap<Key, (u64, Invocation)>,
+    /// Pods of namespaces, for changes made later in them.
+    pub netns_pods: HashMap<u32, Pod>,
+    /// Finished nested invocations waiting for their parent step.
+    nested_done: HashMap<Key, Invocation>,
+}
+
+impl Correlator {
+    pub fn new(cfg: Config, clock: Clock) -> Self {
+        Self {
+            cfg,
+            clock,
+            parents: HashMap::new(),
+            parent_order: VecDeque::new(),
+            steps: HashMap::new(),
+            invs: HashMap::new(),
+            done: HashMap::new(),
+            netns_pods: HashMap::new(),
+            nested_done: HashMap::new(),
+        }
+    }
+
+    pub fn open_invocations(&self) -> usize {
+        self.invs.len()
+    }
+
+    fn remember_parent(&mut self, tgid: u32, parent: u32) {
+        if self.parents.insert(tgid, parent).is_none() {
+            self.parent_order.push_back(tgid);
+            while self.parent_order.len() > self.cfg.max_procs {
+                if let Some(old) = self.parent_order.pop_front() {
+                    self.parents.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The nearest plugin step at or above `tgid` in the process tree.
+    fn owner(&self, mut tgid: u32) -> Option<u32> {
+        for _ in 0..16 {
+            if self.steps.contains_key(&tgid) {
+                return Some(tgid);
+            }
+            tgid = *self.parents.get(&tgid)?;
+        }
+        None
+    }
+
+    pub fn on_fork(&mut self, child: u32, parent: u32) {
+        self.remember_parent(child, parent);
+    }
+
+    pub fn on_exec(&mut self, e: &Exec, look: &mut dyn Lookups) {
+        self.remember_parent(e.tgid, e.ppid);
+        if e.role != Role::Plugin {
+            return;
+        }
+        let netns_inode = e
+            .cni
+            .as_ref()
+            .and_then(|c| c.netns.as_deref())
+            .filter(|p| !p.is_empty())
+            .and_then(|p| look.netns_inode(p));
+        let cni = e.cni.clone().unwrap_or_default();
+        let (cid, ifname, cmd) = (
+            cni.containerid.unwrap_or_default(),
+            cni.ifname.unwrap_or_default(),
+            cni.command.unwrap_or_default(),
+        );
+        let parent_step = self.owner(e.ppid);
+        let parent = match parent_step {
+            Some(p) => {
+                let pc = self.steps[&p].exec.cni.clone().unwrap_or_default();
+                if pc.containerid.as_deref() == Some(&cid)
+                    && pc.ifname.as_deref() == Some(&ifname)
+                    && pc.command.as_deref() == Some(&cmd)
+                {
+                    Parent::Step(p)
+                } else {
+                    let key = (p, cid, ifname, cmd);
+                    if let Some(s) = self.steps.get_mut(&p)
+                        && !s.nested.contains(&key)
+                    {
+                        s.nested.push(key.clone());
+                    }
+                    self.join(key.clone(), e.ts_ns, Some(p));
+                    Parent::Invocation(key)
+                }
+            }
+            None => {
+                let key = (e.ppid, cid, ifname, cmd);
+                self.join(key.clone(), e.ts_ns, None);
+                if let Some(inv) = self.invs.get_mut(&key)
+                    && inv.runtime_comm.is_none()
+                {
+                    inv.runtime_comm = look.comm(e.ppid);
+                }
+                Parent::Invocation(key)
+            }
+        };
+        self.steps.insert(
+            e.tgid,
+            OpenStep {
+                exec: e.clone(),
+                parent,
+                netns_inode,
+                ops: Vec::new(),
+                spawned: Vec::new(),
+                delegates: Vec::new(),
+                nested: Vec::new(),
+            },
+        );
+    }
+
+    /// Opens the invocation `key` for a new step, or joins it, or reopens a reported one.
+    fn join(&mut self, key: Key, ts: u64, nested_in: Option<u32>) {
+        if let Some(inv) = self.invs.get_mut(&key) {
+            inv.running += 1;
+            inv.last_ns = ts;
+            return;
+        }
+        let (steps, revision, id) = match self.done.remove(&key) {
+            Some((at, inv)) if ts.saturating_sub(at) <= self.cfg.late_window_ns => {
+                (inv.steps, inv.revision + 1, inv.id)
+            }
+            _ => (Vec::new(), 1, format!("{}-{}-{}", key.0, key.2, ts)),
+        };
+        let failed = steps.iter().any(|s| !s.ok);
+        self.invs.insert(
+            key.clone(),
+            OpenInv {
+                key,
+                steps,
+                running: 1,
+                last_ns: ts,
+                revision,
+                id,
+                nested_in,
+                failed,
+                runtime_comm: None,
+            },
+        );
+    }
+
+    /// A netlink change: attached to the step whose tree made it, or reported at netns level.
+    pub fn on_op(&mut self, op: Op) -> Option<Output> {
+        match self.owner(op.tgid) {
+            Some(s) => {
+                if let Some(step) = self.steps.get_mut(&s) {
+                    step.ops.push(op);
+                }
+                None
+            }
+            None => Some(Output::Netns(Box::new(NetnsChange {
+                kind: "netlink",
+                pod: self.netns_pods.get(&op.netns).cloned(),
+                op,
+            }))),
+        }
+    }
+
+    /// A process of a plugin tree finished.
+    pub fn on_run(&mut self, run: Run, look: &mut dyn Lookups) -> Vec<Output> {
+        if run.role == Role::Child {
+            if let Some(owner) = self.owner(run.ppid)
+                && let Some(s) = self.steps.get_mut(&owner)
+            {
+                s.spawned.push(Spawned {
+                    tgid: run.tgid,
+                    ppid: run.ppid,
+                    filename: run.filename,
+                    argv: run.argv,
+                    exit: run.exit,
+                    duration_ns: run.duration_ns,
+                });
+            }
+            return Vec::new();
+        }
+        let Some(open) = self.steps.remove(&run.tgid) else {
+            return Vec::new();
+        };
+        let mut step = self.build_step(
+            open.exec.clone(),
+            run,
+            open.ops,
+            open.spawned,
+            open.delegates,
+        );
+        step.netns_inode = open.netns_inode;
+        for key in &open.nested {
+            if let Some(inv) = self.invs.remove(key) {
+                step.invocations.push(self.finish(inv, false, look));
+            }
+            if let Some(inv) = self.nested_done.remove(key) {
+                step.invocations.push(inv);
+            }
+        }
+        match open.parent {
+            Parent::Step(p) => {
+                // A delegate whose parent is already gone has nothing to attach to.
+                if let Some(ps) = self.steps.get_mut(&p) {
+                    step.index = ps.delegates.len();
+                    ps.delegates.push(step);
+                }
+                Vec::new()
+            }
+            Parent::Invocation(key) => {
+                if let Some(inv) = self.invs.get_mut(&key) {
+                    inv.running = inv.running.saturating_sub(1);
+                    inv.last_ns = step.end_ns.unwrap_or(step.start_ns);
+                    inv.failed |= !step.ok;
+                    inv.steps.push(step);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn build_step(
+        &mut self,
+        exec: Exec,
+        run: Run,
+        ops: Vec<Op>,
+        spawned: Vec<Spawned>,
+        delegates: Vec<Step>,
+    ) -> Step {
+        let config: Option<Value> = serde_json::from_slice(&run.stdin.0).ok();
+        let result: Option<Value> = serde_json::from_slice(&run.stdout.0).ok();
+        let error = cni_error(&run.stdout.0);
+        let code = run.exit.as_ref().and_then(|x| x.code);
+        let ok = code == Some(0) && error.is_none();
+        let is_add = exec.cni.as_ref().and_then(|c| c.command.as_deref()) == Some("ADD");
+        let diff = (is_add && ok && result.is_some()).then(|| {
+            diff(
+                config.as_ref().and_then(|c| c.get("prevResult")),
+                result.as_ref(),
+            )
+        });
+        Step {
+            index: 0,
+            cni: exec.cni.clone(),
+            netns_inode: None,
+            plugin: plugin_name(config.as_ref(), &run.filename),
+            path: run.filename,
+            pid: run.tgid,
+            ppid: run.ppid,
+            start: self.clock.rfc3339(run.start_ns),
+            start_ns: run.start_ns,
+            end_ns: run.end_ns,
+            duration_ns: run.duration_ns,
+            exit: run.exit,
+            ok,
+            error,
+            held: run.held,
+            stdin: run.stdin,
+            stdout: run.stdout,
+            stderr: run.stderr,
+            diff,
+            netlink: ops,
+            spawned,
+            delegates,
+            invocations: Vec::new(),
+            complete: run.complete,
+            problems: run.problems,
+        }
+    }
+
+    fn finish(&mut self, inv: OpenInv, partial: bool, look: &mut dyn Lookups) -> Invocation {
+        let OpenInv {
+            key,
+            mut steps,
+            revision,
+            id,
+            runtime_comm,
+            ..
+        } = inv;
+        steps.sort_by_key(|s| s.start_ns);
+        for (i, s) in steps.iter_mut().enumerate() {
+            s.index = i;
+        }
+        let first = steps.first();
+        let cfg: Option<Value> = first.and_then(|s| serde_json::from_slice(&s.stdin.0).ok());
+        let cni = first.and_then(|s| s.cni.clone()).unwrap_or_default();
+        let mut pod = cni.args.as_deref().and_then(Pod::from_cni_args);
+        let netns_inode = first.and_then(|s| s.netns_inode);
+        let start_ns = first.map(|s| s.start_ns).unwrap_or(0);
+        let end_ns = steps.iter().filter_map(|s| s.end_ns).max();
+        // What cniscope-cni recorded for this container and interface in the pod's netns.
+        let tag = netns_inode.and_then(|i| look.tag(i)).and_then(|t| {
+            let atts = t.get("attachments")?.as_array()?.clone();
+            atts.into_iter().find(|a| {
+                a.get("container_id").and_then(Value::as_str) == Some(key.1.as_str())
+                    && a.get("ifname").and_then(Value::as_str) == Some(key.2.as_str())
+            })
+        });
+        if let Some(tp) = tag
+            .as_ref()
+            .and_then(|t| t.get("pod"))
+            .and_then(Pod::from_tag)
+        {
+            match &mut pod {
+                Some(p) => p.merge(&tp),
+                None => pod = Some(tp),
+            }
+        }
+        match (netns_inode, &pod) {
+            (Some(i), Some(p)) => {
+                self.netns_pods.insert(i, p.clone());
+            }
+            // A DEL carries no pod arguments from some runtimes; the namespace remembers.
+            (Some(i), None) => pod = self.netns_pods.get(&i).cloned(),
+            _ => {}
+        }
+        let verdict = verdict(&steps);
+        let slowest = steps
+            .iter()
+            .filter_map(|s| Some((s, s.duration_ns?)))
+            .max_by_key(|(_, d)| *d)
+            .map(|(s, d)| Slowest {
+                plugin: s.plugin.clone(),
+                index: s.index,
+                duration_ns: d,
+            });
+        Invocation {
+            kind: "invocation",
+            id,
+            ts: self.clock.rfc3339(start_ns),
+            end: end_ns.map(|e| self.clock.rfc3339(e)),
+            start_ns,
+            end_ns,
+            duration_ns: end_ns.map(|e| e.saturating_sub(start_ns)),
+            command: key.3.clone(),
+            container_id: key.1.clone(),
+            ifname: key.2.clone(),
+            netns: cni.netns,
+            netns_inode,
+            network: cfg
+                .as_ref()
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            pod,
+            runtime: Runtime {
+                pid: key.0,
+                comm: runtime_comm.or_else(|| look.comm(key.0)),
+            },
+            chain: steps.iter().map(|s| s.plugin.clone()).collect(),
+            verdict,
+            slowest,
+            steps,
+            tag,
+            revision,
+            partial,
+        }
+    }
+
+    /// Completes what is due: invocations with nothing running that failed or went quiet.
+    pub fn tick(&mut self, now_ns: u64, look: &mut dyn Lookups) -> Vec<Output> {
+        let due: Vec<Key> = self
+            .invs
+            .values()
+            .filter(|i| {
+                i.nested_in.is_none()
+                    && i.running == 0
+                    && (i.failed || now_ns.saturating_sub(i.last_ns) >= self.cfg.quiet_ns)
+            })
+            .map(|i| i.key.clone())
+            .collect();
+        let mut out = Vec::new();
+        for key in due {
+            if let Some(inv) = self.invs.remove(&key) {
+                let done = self.finish(inv, false, look);
+                self.remember_done(key, now_ns, done.clone());
+                out.push(Output::Invocation(Box::new(done)));
+            }
+        }
+        // Forget reported invocations no late step can reopen any more.
+        let window = self.cfg.late_window_ns;
+        self.done
+            .retain(|_, (at, _)| now_ns.saturating_sub(*at) <= window);
+        out
+    }
+
+    fn remember_done(&mut self, key: Key, now_ns: u64, inv: Invocation) {
+        if self.done.len() > 4096 {
+            self.done.clear();
+        }
+        self.done.insert(key, (now_ns, inv));
+    }
+
+    /// Reports everything still open, marked partial (the agent is stopping).
+    pub fn drain(&mut self, look: &mut dyn Lookups) -> Vec<Output> {
+        // Steps still running: close their invocations without them.
+        let keys: Vec<Key> = self.invs.keys().cloned().collect();
+        let mut out = Vec::new();
+        for key in keys {
+            if let Some(inv) = self.invs.remove(&key)
+                && inv.nested_in.is_none()
+            {
+                out.push(Output::Invocation(Box::new(self.finish(inv, true, look))));
+            }
+        }
+        self.steps.clear();
+        out
+    }
+}
+
+/// System facts the correlator asks for; the live agent answers from the system (and records
+/// the answers), a replay from the recording.
+pub trait Lookups {
+    /// Inode of the network namespace at `path`.
+    fn netns_inode(&mut self, path: &str) -> Option<u32>;
+    /// The cniscope-cni tag of a namespace.
+    fn tag(&mut self, inode: u32) -> Option<Value>;
+    /// A process's command name.
+    fn comm(&mut self, pid: u32) -> Option<String>;
+}
+
+fn verdict(steps: &[Step]) -> Verdict {
+    let netlink_errors: Vec<NetlinkFailure> = steps
+        .iter()
+        .flat_map(|s| {
+            s.netlink
+                .iter()
+                .chain(s.delegates.iter().flat_map(|d| d.netlink.iter()))
+                .filter(|o| o.change.outcome.errno.is_some())
+                .map(move |o| NetlinkFailure {
+                    plugin: s.plugin.clone(),
+                    op: o.change.op.clone(),
+                    errno: o.change.outcome.errno,
+                    error: o.change.outcome.error.clone(),
+                    extack: o.change.outcome.extack.clone(),
+                })
+        })
+        .collect();
+    match steps.iter().find(|s| !s.ok) {
+        None if steps.is_empty() => Verdict {
+            ok: false,
+            summary: "no plugin finished".into(),
+            failed_step: None,
+            plugin: None,
+            exit_code: None,
+            error: None,
+            netlink_errors,
+        },
+        None => Verdict {
+            ok: true,
+            summary: "ok".into(),
+            failed_step: None,
+            plugin: None,
+            exit_code: None,
+            error: None,
+            netlink_errors,
+        },
+        Some(s) => {
+            let code = s.exit.as_ref().and_then(|x| x.code);
+            let mut summary = format!("{} (step {}) failed", s.plugin, s.index);
+            if let Some(e) = &s.error {
+                summary.push_str(&format!(
+                    ": CNI error {} {}",
+                    e.get("code").unwrap_or(&Value::Null),
+                    e.get("msg").and_then(Value::as_str).unwrap_or("")
+                ));
+            } else if let Some(x) = &s.exit {
+                match (x.code, x.signal) {
+                    (_, Some(sig)) => summary.push_str(&format!(": killed by signal {sig}")),
+                    (Some(c), _) => summary.push_str(&format!(": exit code {c}")),
+                    _ => {}
+                }
+            } else {
+                summary.push_str(": no exit seen");
+            }
+            if let Some(f) = netlink_errors.iter().find(|f| f.plugin == s.plugin) {
+                summary.push_str(&format!(
+                    " (kernel: {} → {})",
+                    f.op,
+                    f.error.as_deref().unwrap_or("error")
+                ));
+            }
+            Verdict {
+                ok: false,
+                summary,
+                failed_step: Some(s.index),
+                plugin: Some(s.plugin.clone()),
+                exit_code: code,
+                error: s.error.clone(),
+                netlink_errors,
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! What a plugin changed in the result it was handed: its prevResult against the result it
+//! printed, by the parts of a CNI result people look for.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Side {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+}
+
+impl Side {
+    fn is_empty(&self) -> bool {
+        self.interfaces.is_empty()
+            && self.ips.is_empty()
+            && self.routes.is_empty()
+            && self.dns.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ResultDiff {
+    #[serde(skip_serializing_if = "Side::is_empty")]
+    pub added: Side,
+    #[serde(skip_serializing_if = "Side::is_empty")]
+    pub removed: Side,
+    /// The result is the prevResult, unchanged (what a pass-through chained plugin returns).
+    pub unchanged: bool,
+}
+
+fn items(
+    v: Option<&Value>,
+) -> (
+    BTreeSet<String>,
+    BTreeSet<String>,
+    BTreeSet<String>,
+    BTreeSet<String>,
+) {
+    let arr = |k: &str| -> Vec<Value> {
+        v.and_then(|v| v.get(k))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let interfaces = arr("interfaces")
+        .iter()
+        .map(|i| {
+            let sb = s(i, "sandbox");
+            if sb.is_empty() {
+                s(i, "name")
+            } else {
+                format!("{} (in {sb})", s(i, "name"))
+            }
+        })
+        .collect();
+    let ips = arr("ips")
+        .iter()
+        .map(|i| {
+            let gw = s(i, "gateway");
+            if gw.is_empty() {
+                s(i, "address")
+            } else {
+                format!("{} gw {gw}", s(i, "address"))
+            }
+        })
+        .collect();
+    let routes = arr("routes")
+        .iter()
+        .map(|r| {
+            let gw = s(r, "gw");
+            if gw.is_empty() {
+                s(r, "dst")
+            } else {
+                format!("{} via {gw}", s(r, "dst"))
+            }
+        })
+        .collect();
+    let dns = v
+        .and_then(|v| v.get("dns"))
+        .and_then(|d| d.get("nameservers"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    (interfaces, ips, routes, dns)
+}
+
+/// Compares `prev` (the prevResult the plugin read, if any) with `result` (what it printed).
+pub fn diff(prev: Option<&Value>, result: Option<&Value>) -> ResultDiff {
+    let (pi, pa, pr, pd) = items(prev);
+    let (ri, ra, rr, rd) = items(result);
+    let d = |a: &BTreeSet<String>, b: &BTreeSet<String>| a.difference(b).cloned().collect();
+    let unchanged = match (prev, result) {
+        (Some(p), Some(r)) => strip_version(p) == strip_version(r),
+        _ => false,
+    };
+    ResultDiff {
+        added: Side {
+            interfaces: d(&ri, &pi),
+            ips: d(&ra, &pa),
+            routes: d(&rr, &pr),
+            dns: d(&rd, &pd),
+        },
+        removed: Side {
+            interfaces: d(&pi, &ri),
+            ips: d(&pa, &ra),
+            routes: d(&pr, &rr),
+            dns: d(&pd, &rd),
+        },
+        unchanged,
+    }
+}
+
+fn strip_version(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Value::Object(m) = &mut v {
+        m.remove("cniVersion");
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bridge_adds_interfaces_ips_and_routes() {
+        let r = json!({"cniVersion":"1.0.0",
+            "interfaces":[{"name":"cni0"},{"name":"veth1"},{"name":"eth0","sandbox":"/run/netns/p"}],
+            "ips":[{"address":"10.1.0.5/24","gateway":"10.1.0.1","interface":2}],
+            "routes":[{"dst":"0.0.0.0/0"}], "dns":{}});
+        let d = diff(None, Some(&r));
+        assert_eq!(
+            d.added.interfaces,
+            ["cni0", "eth0 (in /run/netns/p)", "veth1"]
+        );
+        assert_eq!(d.added.ips, ["10.1.0.5/24 gw 10.1.0.1"]);
+        assert_eq!(d.added.routes, ["0.0.0.0/0"]);
+        assert!(!d.unchanged);
+        let same = diff(Some(&r), Some(&r));
+        assert!(same.unchanged && same.added == Side::default());
+        let mut r2 = r.clone();
+        r2["routes"] = json!([{"dst":"0.0.0.0/0"},{"dst":"192.0.3.0/24","gw":"10.1.0.1"}]);
+        assert_eq!(
+            diff(Some(&r), Some(&r2)).added.routes,
+            ["192.0.3.0/24 via 10.1.0.1"]
+        );
+    }
+}
