@@ -38,6 +38,10 @@ impl Clock {
         Self { offset_ns }
     }
 
+    pub fn offset_ns(&self) -> i128 {
+        self.offset_ns
+    }
+
     pub fn wall(&self, boot_ns: u64) -> SystemTime {
         let ns = (boot_ns as i128 + self.offset_ns).max(0) as u64;
         UNIX_EPOCH + Duration::from_nanos(ns)

@@ -10,3 +10,5 @@ pub mod exec;
 pub mod kernel;
 pub mod netlink;
 pub mod pipeline;
+pub mod record;
+pub mod replay;

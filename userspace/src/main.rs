@@ -1,6 +1,6 @@
 //! `cniscope`: see what every CNI plugin in a chain really did.
 
-use cniscope::{agent, exec, kernel};
+use cniscope::{agent, exec, kernel, replay};
 
 use std::process::ExitCode;
 
@@ -21,6 +21,8 @@ struct Cli {
 enum Cmd {
     /// Load the eBPF programs and stream what CNI plugins do as NDJSON on stdout.
     Agent(agent::AgentArgs),
+    /// Run the agent's pipeline over a recording (`cniscope agent --record FILE`).
+    Replay(replay::ReplayArgs),
     /// Run a CNI configuration list against a network namespace the way libcni does.
     Exec(exec::ExecArgs),
     /// Report what this kernel offers and whether the agent can run here.
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Agent(a) => agent::run(a),
+        Cmd::Replay(a) => replay::run(&a),
         Cmd::Exec(a) => match exec::run(&a) {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => Err(e),

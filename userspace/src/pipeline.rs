@@ -2,6 +2,7 @@
 //! and `cniscope replay` run exactly the same code: runs (per process) → correlator
 //! (invocations) → NDJSON lines.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -14,25 +15,80 @@ use crate::correlate::runs::Runs;
 use crate::events::{Event, Role};
 use crate::netlink::describe::{Described, describe};
 use crate::netlink::names::Names;
+use crate::record::Fact;
 
-/// Lookups answered from the running system.
+/// Lookups answered from the running system, remembered as facts for recordings.
 pub struct LiveLookups {
     pub tag_dir: PathBuf,
+    pub journal: Vec<Fact>,
 }
 
 impl Lookups for LiveLookups {
     fn netns_inode(&mut self, path: &str) -> Option<u32> {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).ok().map(|m| m.ino() as u32)
+        let ino = std::fs::metadata(path).ok().map(|m| m.ino() as u32);
+        self.journal.push(Fact::NetnsInode {
+            path: path.to_string(),
+            ino,
+        });
+        ino
     }
     fn tag(&mut self, inode: u32) -> Option<Value> {
-        let b = std::fs::read(self.tag_dir.join(format!("{inode}.json"))).ok()?;
-        serde_json::from_slice(&b).ok()
+        let tag = std::fs::read(self.tag_dir.join(format!("{inode}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        self.journal.push(Fact::Tag {
+            inode,
+            tag: tag.clone(),
+        });
+        tag
     }
     fn comm(&mut self, pid: u32) -> Option<String> {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .ok()
-            .map(|s| s.trim().to_string())
+            .map(|s| s.trim().to_string());
+        self.journal.push(Fact::Comm {
+            pid,
+            comm: comm.clone(),
+        });
+        comm
+    }
+    fn take_facts(&mut self) -> Vec<Fact> {
+        std::mem::take(&mut self.journal)
+    }
+}
+
+/// Lookups answered from a recording's facts.
+#[derive(Default)]
+pub struct ReplayLookups {
+    inodes: HashMap<String, Option<u32>>,
+    tags: HashMap<u32, Option<Value>>,
+    comms: HashMap<u32, Option<String>>,
+}
+
+impl Lookups for ReplayLookups {
+    fn netns_inode(&mut self, path: &str) -> Option<u32> {
+        self.inodes.get(path).copied().flatten()
+    }
+    fn tag(&mut self, inode: u32) -> Option<Value> {
+        self.tags.get(&inode).cloned().flatten()
+    }
+    fn comm(&mut self, pid: u32) -> Option<String> {
+        self.comms.get(&pid).cloned().flatten()
+    }
+    fn apply(&mut self, f: &Fact) {
+        match f {
+            Fact::NetnsInode { path, ino } => {
+                self.inodes.insert(path.clone(), *ino);
+            }
+            Fact::Tag { inode, tag } => {
+                self.tags.insert(*inode, tag.clone());
+            }
+            Fact::Comm { pid, comm } => {
+                self.comms.insert(*pid, comm.clone());
+            }
+            _ => {}
+        }
     }
 }
 
@@ -132,6 +188,21 @@ impl Pipeline {
             }
             let outs = self.correlator.on_run(r, self.lookups.as_mut());
             self.emit(outs, out);
+        }
+    }
+
+    /// Facts looked up on the system since the last call (for a recording).
+    pub fn take_facts(&mut self) -> Vec<Fact> {
+        let mut f = self.names.take_facts();
+        f.extend(self.lookups.take_facts());
+        f
+    }
+
+    /// Applies recorded facts before replaying the record they were learned for.
+    pub fn apply_facts(&mut self, facts: &[Fact]) {
+        for f in facts {
+            self.names.apply(f);
+            self.lookups.apply(f);
         }
     }
 

@@ -54,6 +54,10 @@ pub struct AgentArgs {
     /// An invocation is reported once none of its plugins has run for this long (ms).
     #[arg(long, default_value_t = 1000)]
     pub quiet_ms: u64,
+    /// Write every raw ring-buffer record (and the facts looked up while handling it) to FILE,
+    /// for `cniscope replay FILE`.
+    #[arg(long)]
+    pub record: Option<std::path::PathBuf>,
     /// Where cniscope-cni writes its netns tags.
     #[arg(long, default_value = "/run/cniscope/tags")]
     pub tag_dir: std::path::PathBuf,
@@ -148,10 +152,19 @@ pub fn run(args: AgentArgs) -> Result<()> {
         },
         Box::new(LiveLookups {
             tag_dir: args.tag_dir.clone(),
+            journal: Vec::new(),
         }),
     );
+    let mut rec = match &args.record {
+        Some(path) => Some(crate::record::Recorder::create(
+            path,
+            clock.offset_ns(),
+            clock.rfc3339(crate::clock::boot_ns()),
+        )?),
+        None => None,
+    };
     let mut ring = Some(ring);
-    let result = rt.block_on(read_loop(&mut ring, &out, &tx, &stats, &mut st));
+    let result = rt.block_on(read_loop(&mut ring, &out, &tx, &stats, &mut st, &mut rec));
 
     // Shutdown: resume held plugins and detach every program, then drain what the kernel
     // wrote until then, then flush runs still open and report the final counters.
@@ -161,15 +174,19 @@ pub fn run(args: AgentArgs) -> Result<()> {
     if let Some(mut ring) = ring {
         let mut batch = output::Batch::default();
         while let Some(item) = ring.next() {
-            let ev = decode(&item);
-            drop(item);
-            handle(&ev, &tx, &stats, &mut st, &mut batch);
+            handle(&item, &tx, &stats, &mut st, &mut batch, &mut rec);
         }
         batch.flush_to(&out);
     }
     let mut batch = output::Batch::default();
     st.drain(&mut batch);
     batch.flush_to(&out);
+    if let Some(r) = rec.as_mut() {
+        if let Err(e) = r.flush() {
+            tracing::error!("writing the recording: {e}");
+        }
+        tracing::info!(frames = r.frames, "recording closed");
+    }
     if let Some((k, h)) = last {
         out.emit(&stats_json(&clock, k, h, &stats, &out));
     }
@@ -213,6 +230,7 @@ async fn read_loop(
     tx: &mpsc::Sender<Msg>,
     stats: &ReaderStats,
     st: &mut State,
+    rec: &mut Option<crate::record::Recorder>,
 ) -> Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as the
     // AsyncFd holds it.
@@ -235,20 +253,29 @@ async fn read_loop(
             _ = tick.tick() => {
                 let ring = afd.get_mut();
                 while let Some(item) = ring.next() {
-                    let ev = decode(&item);
-                    drop(item);
-                    handle(&ev, tx, stats, st, &mut batch);
+                    handle(&item, tx, stats, st, &mut batch, rec);
                 }
-                st.tick(crate::clock::boot_ns(), &mut batch);
+                let (now, before) = (crate::clock::boot_ns(), batch.lines);
+                st.tick(now, &mut batch);
+                if batch.lines > before
+                    && let Some(r) = rec.as_mut()
+                    && r.frame(crate::record::KIND_TICK, &now.to_le_bytes()).is_err()
+                {
+                    *rec = None;
+                }
                 batch.flush_to(out);
+                if let Some(r) = rec.as_mut()
+                    && let Err(e) = r.flush()
+                {
+                    tracing::error!("writing the recording failed, recording stops: {e}");
+                    *rec = None;
+                }
             }
             guard = afd.readable_mut() => {
                 let mut guard = guard?;
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
-                    let ev = decode(&item);
-                    drop(item);
-                    handle(&ev, tx, stats, st, &mut batch);
+                    handle(&item, tx, stats, st, &mut batch, rec);
                 }
                 batch.flush_to(out);
                 guard.clear_ready();
@@ -260,13 +287,21 @@ async fn read_loop(
 }
 
 fn handle(
-    ev: &Event,
+    raw: &[u8],
     tx: &mpsc::Sender<Msg>,
     stats: &ReaderStats,
     st: &mut State,
     out: &mut output::Batch,
+    rec: &mut Option<crate::record::Recorder>,
 ) {
     stats.records.fetch_add(1, Ordering::Relaxed);
+    if let Some(r) = rec.as_mut()
+        && r.frame(crate::record::KIND_RECORD, raw).is_err()
+    {
+        tracing::error!("writing the recording failed, recording stops");
+        *rec = None;
+    }
+    let ev = &decode(raw);
     match ev {
         Event::Exec(e) if e.role == Role::Plugin => {
             let _ = tx.send(Msg::PluginSeen);
@@ -277,6 +312,16 @@ fn handle(
         _ => {}
     }
     st.push(ev, out);
+    if let Some(r) = rec.as_mut() {
+        let facts = st.take_facts();
+        if r.facts(&facts).is_err() {
+            tracing::error!("writing the recording failed, recording stops");
+            *rec = None;
+        }
+    } else {
+        // Nobody wants them: do not let them pile up.
+        let _ = st.take_facts();
+    }
     stats
         .orphan_chunks
         .store(st.runs.orphan_chunks, Ordering::Relaxed);

@@ -506,6 +506,12 @@ pub trait Lookups {
     fn tag(&mut self, inode: u32) -> Option<Value>;
     /// A process's command name.
     fn comm(&mut self, pid: u32) -> Option<String>;
+    /// Facts looked up since the last call (recordings).
+    fn take_facts(&mut self) -> Vec<crate::record::Fact> {
+        Vec::new()
+    }
+    /// Applies a recorded fact (replay).
+    fn apply(&mut self, _fact: &crate::record::Fact) {}
 }
 
 fn verdict(steps: &[Step]) -> Verdict {

@@ -8,6 +8,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::record::Fact;
+
 /// Known namespaces and interface names, bounded.
 #[derive(Default)]
 pub struct Names {
@@ -19,6 +21,10 @@ pub struct Names {
     /// an inode can be reused after its namespace is gone).
     shown: HashMap<u32, Option<String>>,
     shown_at: Option<std::time::Instant>,
+    /// Replaying a recording: answer only from facts, never from this system.
+    offline: bool,
+    /// Facts learned from the system since the last `take_facts` (for recordings).
+    journal: Vec<Fact>,
 }
 
 const MAX_ENTRIES: usize = 65536;
@@ -28,8 +34,37 @@ fn inode(path: &Path) -> Option<u32> {
 }
 
 impl Names {
+    /// Names that answer only from facts (replay).
+    pub fn offline() -> Self {
+        Self {
+            offline: true,
+            ..Self::default()
+        }
+    }
+
+    /// Facts learned from the system since the last call.
+    pub fn take_facts(&mut self) -> Vec<Fact> {
+        std::mem::take(&mut self.journal)
+    }
+
+    /// Applies a recorded fact.
+    pub fn apply(&mut self, f: &Fact) {
+        match f {
+            Fact::Ifname { netns, index, name } => {
+                self.ifnames.insert((*netns, *index), name.clone());
+            }
+            Fact::Display { ino, name } => {
+                self.shown.insert(*ino, name.clone());
+            }
+            _ => {}
+        }
+    }
+
     /// Remembers that `path` opens a namespace (a plugin's CNI_NETNS, a /run/netns entry).
     pub fn learn_path(&mut self, path: &Path) -> Option<u32> {
+        if self.offline {
+            return None;
+        }
         let ino = inode(path)?;
         if self.paths.len() >= MAX_ENTRIES {
             self.paths.clear();
@@ -43,7 +78,18 @@ impl Names {
         if self.ifnames.len() >= MAX_ENTRIES {
             self.ifnames.clear();
         }
-        self.ifnames.insert((netns, index), name.to_string());
+        if self
+            .ifnames
+            .insert((netns, index), name.to_string())
+            .as_deref()
+            != Some(name)
+        {
+            self.journal.push(Fact::Ifname {
+                netns,
+                index,
+                name: name.to_string(),
+            });
+        }
     }
 
     fn scan_run_netns(&mut self) {
@@ -84,6 +130,9 @@ impl Names {
 
     /// A short name for a namespace: the /run/netns name, "host" for the agent's own, else None.
     pub fn display(&mut self, ino: u32) -> Option<String> {
+        if self.offline {
+            return self.shown.get(&ino).cloned().flatten();
+        }
         let fresh = self
             .shown_at
             .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(5));
@@ -96,6 +145,10 @@ impl Names {
         }
         let v = self.display_uncached(ino);
         self.shown.insert(ino, v.clone());
+        self.journal.push(Fact::Display {
+            ino,
+            name: v.clone(),
+        });
         v
     }
 
@@ -122,6 +175,9 @@ impl Names {
         if let Some(n) = self.ifnames.get(&(ino, index)) {
             return Some(n.clone());
         }
+        if self.offline {
+            return None;
+        }
         let path = self.path_of(ino, pids)?;
         let name = ifname_in(&path, index)?;
         self.learn_ifname(ino, index, &name);
@@ -132,6 +188,9 @@ impl Names {
 impl Names {
     /// Looks up the index of a link just created by name, and remembers the pair.
     pub fn learn_index(&mut self, ino: u32, name: &str, pids: &[u32]) {
+        if self.offline {
+            return;
+        }
         let Some(path) = self.path_of(ino, pids) else {
             return;
         };
