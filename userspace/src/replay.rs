@@ -70,10 +70,11 @@ pub fn replay_to(args: &ReplayArgs, w: &mut dyn Write) -> Result<u64> {
             }
             Some(Frame::Facts(f)) => facts.extend(f),
             Some(Frame::Tick(now)) => {
-                if let Some(prev) = pending.take() {
-                    process(&mut p, prev, &facts, &mut batch);
-                    facts.clear();
+                match pending.take() {
+                    Some(prev) => process(&mut p, prev, &facts, &mut batch),
+                    None => p.apply_facts(&facts),
                 }
+                facts.clear();
                 p.tick(now, &mut batch);
             }
             Some(Frame::Header(_)) | Some(Frame::Other(_)) => {}

@@ -257,9 +257,12 @@ async fn read_loop(
                 }
                 let (now, before) = (crate::clock::boot_ns(), batch.lines);
                 st.tick(now, &mut batch);
+                // What completing invocations looked up (tags, names) goes before the tick.
+                let facts = st.take_facts();
                 if batch.lines > before
                     && let Some(r) = rec.as_mut()
-                    && r.frame(crate::record::KIND_TICK, &now.to_le_bytes()).is_err()
+                    && (r.facts(&facts).is_err()
+                        || r.frame(crate::record::KIND_TICK, &now.to_le_bytes()).is_err())
                 {
                     *rec = None;
                 }

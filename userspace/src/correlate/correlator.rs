@@ -153,6 +153,16 @@ impl Correlator {
             .and_then(|c| c.netns.as_deref())
             .filter(|p| !p.is_empty())
             .and_then(|p| look.netns_inode(p));
+        // Changes made in this namespace from now on carry the pod's name.
+        if let (Some(i), Some(pod)) = (
+            netns_inode,
+            e.cni
+                .as_ref()
+                .and_then(|c| c.args.as_deref())
+                .and_then(Pod::from_cni_args),
+        ) {
+            self.netns_pods.entry(i).or_insert(pod);
+        }
         let cni = e.cni.clone().unwrap_or_default();
         let (cid, ifname, cmd) = (
             cni.containerid.unwrap_or_default(),
