@@ -3,9 +3,11 @@
 
 pub mod agent;
 pub mod cni;
+pub mod deploy;
 pub mod netns;
 pub mod plugin_chain;
 pub mod plugin_fakeapi;
+pub mod podman;
 pub mod rtnl;
 
 use std::path::PathBuf;
