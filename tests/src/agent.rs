@@ -10,6 +10,8 @@ use serde_json::Value;
 
 pub struct Agent {
     child: Option<Child>,
+    /// The agent's own socket (unique per agent, so agents of concurrent tests never clash).
+    pub socket: std::path::PathBuf,
     lines: Arc<Mutex<Vec<Value>>>,
     pub stderr: Arc<Mutex<String>>,
 }
@@ -18,8 +20,12 @@ impl Agent {
     /// Starts the agent with `--events` plus `extra` args and waits for its `ready` line.
     pub fn start(extra: &[&str]) -> Self {
         let bin = crate::bin_dir().join("cniscope");
+        let socket =
+            std::env::temp_dir().join(format!("{}.sock", crate::unique("cniscope-agent-")));
         let mut child = Command::new(&bin)
             .args(["agent", "--events", "--stats-interval", "1"])
+            .arg("--socket")
+            .arg(&socket)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -48,6 +54,7 @@ impl Agent {
         });
         let agent = Self {
             child: Some(child),
+            socket,
             lines,
             stderr,
         };

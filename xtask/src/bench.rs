@@ -32,7 +32,7 @@ impl Agent {
             std::env::temp_dir().join(format!("cniscope-bench-{}-{n}.ndjson", std::process::id()));
         let file = std::fs::File::create(&log)?;
         let child = Command::new(bin.join("cniscope"))
-            .args(["agent", "--stats-interval", "3600"])
+            .args(["agent", "--stats-interval", "3600", "--no-socket"])
             .stdout(file)
             .stderr(Stdio::null())
             .spawn()

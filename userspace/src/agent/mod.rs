@@ -4,6 +4,7 @@ pub mod guardian;
 pub mod hooks;
 pub mod loader;
 pub mod output;
+pub mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +59,18 @@ pub struct AgentArgs {
     /// for `cniscope replay FILE`.
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
+    /// The unix socket for clients (`cniscope tui`) and cniscope-cni's pod lookups.
+    #[arg(long, default_value = "/run/cniscope/agent.sock")]
+    pub socket: std::path::PathBuf,
+    /// Do not open the socket.
+    #[arg(long)]
+    pub no_socket: bool,
+    /// Invocations and netns changes kept for new clients.
+    #[arg(long, default_value_t = 10_000)]
+    pub retain: usize,
+    /// ... and for at most this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub retain_secs: u64,
     /// Where cniscope-cni writes its netns tags.
     #[arg(long, default_value = "/run/cniscope/tags")]
     pub tag_dir: std::path::PathBuf,
@@ -112,7 +125,18 @@ pub fn run(args: AgentArgs) -> Result<()> {
     loader::attach_always_on(hooks.ebpf_mut(), netlink)?;
 
     let clock = Clock::now();
-    let (out, out_thread) = Output::start(std::io::stdout(), 65536)?;
+    let (mut out, out_thread) = Output::start(std::io::stdout(), 65536)?;
+    let hub = (!args.no_socket).then(|| {
+        server::Hub::new(server::Retention {
+            max_items: args.retain,
+            max_age: Duration::from_secs(args.retain_secs),
+        })
+    });
+    out.hub = hub.clone();
+    let listener = match &hub {
+        Some(_) => Some(server::bind(&args.socket)?),
+        None => None,
+    };
     let stats = Arc::new(ReaderStats::default());
     let (tx, rx) = mpsc::channel::<Msg>();
 
@@ -136,6 +160,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         "tracefs": tfs,
         "hold": !args.no_hold,
         "netlink": netlink,
+        "socket": (!args.no_socket).then_some(&args.socket),
     }));
     tracing::info!("attached; watching for CNI plugins (Ctrl-C to stop)");
 
@@ -164,7 +189,15 @@ pub fn run(args: AgentArgs) -> Result<()> {
         None => None,
     };
     let mut ring = Some(ring);
-    let result = rt.block_on(read_loop(&mut ring, &out, &tx, &stats, &mut st, &mut rec));
+    let result = rt.block_on(async {
+        if let (Some(hub), Some(listener)) = (hub.clone(), listener) {
+            tokio::spawn(server::serve(listener, hub, args.socket.clone()));
+        }
+        read_loop(&mut ring, &out, &tx, &stats, &mut st, &mut rec).await
+    });
+    if !args.no_socket {
+        let _ = std::fs::remove_file(&args.socket);
+    }
 
     // Shutdown: resume held plugins and detach every program, then drain what the kernel
     // wrote until then, then flush runs still open and report the final counters.

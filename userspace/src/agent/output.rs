@@ -19,6 +19,8 @@ use crate::events::{Event, Text};
 pub struct Output {
     tx: SyncSender<String>,
     pub dropped: Arc<AtomicU64>,
+    /// The socket's history and live subscribers, when the socket is on.
+    pub hub: Option<Arc<super::server::Hub>>,
 }
 
 impl Output {
@@ -51,6 +53,7 @@ impl Output {
             Self {
                 tx,
                 dropped: Arc::new(AtomicU64::new(0)),
+                hub: None,
             },
             handle,
         ))
@@ -66,6 +69,9 @@ impl Output {
     pub fn send(&self, batch: String, lines: u64) {
         if batch.is_empty() {
             return;
+        }
+        if let Some(h) = &self.hub {
+            h.publish(&batch);
         }
         match self.tx.try_send(batch) {
             Ok(()) => {}

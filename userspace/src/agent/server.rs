@@ -1,0 +1,226 @@
+//! The agent's unix socket: clients (the TUI first) get the retained history, then live lines;
+//! cniscope-cni asks it for a pod's annotations.
+//!
+//! Protocol: one JSON request line, then JSON lines back.
+//! - `{"op":"subscribe"}` → every retained line (invocations, netns-level changes, the latest
+//!   `stats`), then `{"type":"snapshot_end"}`, then live lines as they are printed. A client that
+//!   reads too slowly misses lines and is told so with `{"type":"lagged","missed":N}`; the agent
+//!   never waits for it.
+//! - `{"op":"pod","namespace":NS,"name":NAME}` / `{"op":"namespace","name":NS}` → one line: the
+//!   object from the agent's pod cache, or `{"error":…}`.
+//!
+//! The socket is created mode 0600 (root only): the lines carry every plugin's stdin, which can
+//! hold credentials.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::broadcast;
+
+/// Bounds on what is kept for new clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_items: usize,
+    pub max_age: Duration,
+}
+
+struct Retained {
+    items: VecDeque<(Instant, Arc<str>)>,
+    stats: Option<Arc<str>>,
+}
+
+/// Where printed lines go besides stdout: the retained history and live subscribers.
+pub struct Hub {
+    retained: Mutex<Retained>,
+    live: broadcast::Sender<Arc<str>>,
+    retention: Retention,
+}
+
+impl Hub {
+    pub fn new(retention: Retention) -> Arc<Self> {
+        let (live, _) = broadcast::channel(8192);
+        Arc::new(Self {
+            retained: Mutex::new(Retained {
+                items: VecDeque::new(),
+                stats: None,
+            }),
+            live,
+            retention,
+        })
+    }
+
+    /// Publishes a batch of complete lines.
+    pub fn publish(&self, batch: &str) {
+        let now = Instant::now();
+        let Ok(mut r) = self.retained.lock() else {
+            return;
+        };
+        for line in batch.lines().filter(|l| !l.is_empty()) {
+            let line: Arc<str> = Arc::from(line);
+            if line.starts_with("{\"type\":\"stats\"") {
+                r.stats = Some(line.clone());
+            } else if line.starts_with("{\"type\":\"invocation\"")
+                || line.starts_with("{\"type\":\"netlink\"")
+            {
+                r.items.push_back((now, line.clone()));
+            }
+            // No receiver is not an error: nobody is watching.
+            let _ = self.live.send(line);
+        }
+        let Retention { max_items, max_age } = self.retention;
+        while r.items.len() > max_items
+            || r.items.front().is_some_and(|(t, _)| t.elapsed() > max_age)
+        {
+            r.items.pop_front();
+        }
+    }
+
+    /// The retained lines, oldest first.
+    pub fn snapshot(&self) -> Vec<Arc<str>> {
+        match self.retained.lock() {
+            Ok(r) => r
+                .items
+                .iter()
+                .map(|(_, l)| l.clone())
+                .chain(r.stats.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn retained_items(&self) -> usize {
+        self.retained.lock().map(|r| r.items.len()).unwrap_or(0)
+    }
+}
+
+/// Binds the socket (replacing a stale one) with mode 0600.
+pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    // SAFETY: umask only affects this process's file creation mode, set around bind.
+    let old = unsafe { libc::umask(0o177) };
+    let l = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: restoring the previous umask.
+    unsafe { libc::umask(old) };
+    let l = l.with_context(|| format!("listening on {}", path.display()))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Serves clients until the runtime stops.
+pub async fn serve(listener: std::os::unix::net::UnixListener, hub: Arc<Hub>, path: PathBuf) {
+    let listener = match UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("socket {}: {e}", path.display());
+            return;
+        }
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client(stream, hub).await {
+                        tracing::debug!("client: {e:#}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("accept on {}: {e}", path.display());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn client(stream: UnixStream, hub: Arc<Hub>) -> Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut req = String::new();
+    tokio::time::timeout(Duration::from_secs(10), rd.read_line(&mut req))
+        .await
+        .context("no request within 10 s")??;
+    let req: serde_json::Value = match serde_json::from_str(req.trim()) {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = serde_json::json!({"error": format!("request is not JSON: {e}")});
+            wr.write_all(format!("{msg}\n").as_bytes()).await?;
+            return Ok(());
+        }
+    };
+    match req["op"].as_str() {
+        Some("subscribe") => {
+            // Subscribe before taking the snapshot so no line falls between them.
+            let mut live = hub.live.subscribe();
+            let mut buf = String::new();
+            for l in hub.snapshot() {
+                buf.push_str(&l);
+                buf.push('\n');
+            }
+            buf.push_str("{\"type\":\"snapshot_end\"}\n");
+            wr.write_all(buf.as_bytes()).await?;
+            loop {
+                match live.recv().await {
+                    Ok(l) => {
+                        wr.write_all(l.as_bytes()).await?;
+                        wr.write_all(b"\n").await?;
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        wr.write_all(
+                            format!("{{\"type\":\"lagged\",\"missed\":{n}}}\n").as_bytes(),
+                        )
+                        .await?;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                }
+            }
+        }
+        Some("pod") | Some("namespace") => {
+            // The Kubernetes pod cache is not part of this agent yet: say so at once, so the
+            // plugin falls back to the API server without waiting.
+            wr.write_all(b"{\"error\":\"this agent has no Kubernetes pod cache\"}\n")
+                .await?;
+            Ok(())
+        }
+        other => {
+            let msg = serde_json::json!({"error": format!("unknown op {other:?}; use subscribe, pod or namespace")});
+            wr.write_all(format!("{msg}\n").as_bytes()).await?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_bounds_and_keeps_the_latest_stats() {
+        let hub = Hub::new(Retention {
+            max_items: 3,
+            max_age: Duration::from_secs(60),
+        });
+        for i in 0..5 {
+            hub.publish(&format!(
+                "{{\"type\":\"invocation\",\"id\":\"{i}\"}}\n{{\"type\":\"stats\",\"n\":{i}}}\n"
+            ));
+        }
+        hub.publish("{\"type\":\"exec\"}\n");
+        let snap = hub.snapshot();
+        assert_eq!(snap.len(), 4, "{snap:?}");
+        assert!(snap[0].contains("\"id\":\"2\""));
+        assert!(snap[3].contains("\"n\":4"));
+    }
+}
