@@ -21,10 +21,17 @@ pub struct Podman {
     pub subnet: String,
 }
 
+impl Default for Podman {
+    /// bridge (host-local IPAM) → cniscope-cni.
+    fn default() -> Self {
+        Self::with_plugins(|_, _| Vec::new())
+    }
+}
+
 impl Podman {
     /// bridge (host-local IPAM) → cniscope-cni.
     pub fn new() -> Self {
-        Self::with_plugins(|_, _| Vec::new())
+        Self::default()
     }
 
     /// bridge (host-local IPAM), then the plugins `more(dir, bridge)` returns, then

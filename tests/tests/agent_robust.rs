@@ -176,3 +176,72 @@ fn stopping_while_a_plugin_runs_reports_it_partial_and_a_new_agent_copes() {
     });
     assert!(!again.stderr.lock().unwrap().contains("panicked"));
 }
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics port");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn prometheus_metrics_count_invocations_failures_and_netlink_outcomes() {
+    require_root();
+    let addr = format!("127.0.0.1:{}", 19000 + std::process::id() % 1000);
+    let agent = Agent::start(&["--quiet-ms", "200", "--metrics-addr", &addr]);
+    plugin_run("m-ok");
+    // A failing plugin: bridge ADD with an IPAM type that does not exist.
+    let ns = Netns::new(&unique("cnsm"));
+    let mut c = Command::new("/usr/lib/cni/bridge")
+        .env_clear()
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "m-fail")
+        .env("CNI_NETNS", ns.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"cniVersion":"1.0.0","name":"m","type":"bridge","bridge":"cnsmb0","ipam":{"type":"nope"}}"#)
+        .unwrap();
+    c.wait().unwrap();
+    let _br = cniscope_tests::netns::LinkGuard("cnsmb0".into());
+    // A kernel refusal: the same route twice.
+    ns.ip(&["link", "add", "m0", "type", "veth", "peer", "name", "m1"]);
+    ns.ip(&["link", "set", "m0", "up"]);
+    ns.ip(&["route", "add", "192.0.2.0/24", "dev", "m0"]);
+    ns.ip(&["route", "add", "192.0.2.0/24", "dev", "m0"]);
+    agent.wait_for("the failed invocation", Duration::from_secs(10), |v| {
+        v["type"] == "invocation" && v["container_id"] == "m-fail"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let body = http_get(&addr, "/metrics");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains("cniscope_invocations_total{command=\"VERSION\",verdict=\"ok\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("cniscope_invocations_total{command=\"ADD\",verdict=\"failed\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "cniscope_step_failures_total{plugin=\"bridge\",command=\"ADD\",reason=\"cni-error-"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("cniscope_netlink_ops_total{object=\"route\",verb=\"add\",outcome=\"error\",errno=\"17\"} 1"), "{body}");
+    assert!(
+        body.contains("cniscope_step_duration_seconds_bucket{"),
+        "{body}"
+    );
+    assert!(http_get(&addr, "/nope").starts_with("HTTP/1.1 404"));
+}

@@ -100,6 +100,8 @@ pub struct Pipeline {
     pub clock: Clock,
     /// `--events`: raw events, every run and every netlink change get lines of their own.
     pub events: bool,
+    /// Prometheus counters, when `--metrics-addr` is on.
+    pub metrics: Option<std::sync::Arc<crate::agent::metrics::Metrics>>,
 }
 
 impl Pipeline {
@@ -117,11 +119,18 @@ impl Pipeline {
             lookups,
             clock,
             events,
+            metrics: None,
         }
     }
 
     fn emit(&mut self, outs: Vec<Output>, out: &mut Batch) {
         for o in outs {
+            if let Some(m) = &self.metrics {
+                match &o {
+                    Output::Invocation(inv) => m.invocation(inv),
+                    Output::Netns(n) => m.netns_op(&n.op),
+                }
+            }
             match o {
                 Output::Invocation(inv) => out.push(&*inv),
                 // In --events mode every change already has its line.

@@ -3,6 +3,7 @@
 pub mod guardian;
 pub mod hooks;
 pub mod loader;
+pub mod metrics;
 pub mod output;
 pub mod server;
 
@@ -71,6 +72,9 @@ pub struct AgentArgs {
     /// ... and for at most this many seconds.
     #[arg(long, default_value_t = 3600)]
     pub retain_secs: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9731). Off by default.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where cniscope-cni writes its netns tags.
     #[arg(long, default_value = "/run/cniscope/tags")]
     pub tag_dir: std::path::PathBuf,
@@ -137,16 +141,31 @@ pub fn run(args: AgentArgs) -> Result<()> {
         Some(_) => Some(server::bind(&args.socket)?),
         None => None,
     };
+    let metrics = args.metrics_addr.map(|_| metrics::Metrics::new());
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("metrics address {addr}"))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
     let stats = Arc::new(ReaderStats::default());
     let (tx, rx) = mpsc::channel::<Msg>();
 
     let out2 = out.clone();
     let stats2 = stats.clone();
+    let metrics2 = metrics.clone();
+    let hub2 = hub.clone();
     let stats_every = Duration::from_secs(args.stats_interval.max(1));
     let control = std::thread::Builder::new()
         .name("cniscope-ctl".into())
         .spawn(move || {
             hooks.run(rx, stats_every, |k, h| {
+                if let Some(m) = &metrics2 {
+                    m.kernel(&k, hub2.as_ref().map_or(0, |h| h.retained_items()));
+                }
                 out2.emit(&stats_json(&clock, k, h, &stats2, &out2));
             })
         })?;
@@ -188,10 +207,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
         )?),
         None => None,
     };
+    st.metrics = metrics.clone();
     let mut ring = Some(ring);
     let result = rt.block_on(async {
         if let (Some(hub), Some(listener)) = (hub.clone(), listener) {
             tokio::spawn(server::serve(listener, hub, args.socket.clone()));
+        }
+        if let (Some(m), Some(l)) = (metrics.clone(), metrics_listener) {
+            tokio::spawn(metrics::serve(l, m));
         }
         read_loop(&mut ring, &out, &tx, &stats, &mut st, &mut rec).await
     });
