@@ -2,18 +2,16 @@
 //! parses; the DaemonSet grants exactly the documented capabilities and is not privileged; every
 //! host path the agent, the plugin and the install step use is mounted; RBAC is pods read and
 //! events create, nothing more; every NetworkAttachmentDefinition chains bridge into
-//! cniscope-cni; kustomizations and the OpenShift overlay point at things that exist. The last
-//! test runs the example NAD's chain with the real bridge and cniscope-cni (root, a real netns).
+//! cniscope-cni; kustomizations and the OpenShift overlay point at things that exist.
+//! (deploy_example_chain runs the example NAD's chain with the real plugins.)
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 
 use cniscope_tests::deploy::{
     AGENT_CAPABILITIES, Doc, container, deploy_dir, find, kustomized_docs, mounts, parse_file,
     strings, workspace_root, yaml_files,
 };
-use cniscope_tests::plugin_chain::{Chain, invoke, plugin_bin};
 use serde_json::{Value, json};
 
 fn all_docs() -> Vec<Doc> {
@@ -423,89 +421,4 @@ fn kustomizations_name_existing_files_and_overlays_patch_existing_objects() {
         set(AGENT_CAPABILITIES)
     );
     assert_eq!(scc["allowPrivilegedContainer"], false);
-}
-
-/// The example NAD's chain with the real plugins: bridge (its config from the NAD, with a bridge
-/// name and IPAM dir of the test's own) then cniscope-cni with the NAD's exact policy and the
-/// pod example's commands. The route lands in the pod's netns, prevResult passes unchanged.
-#[test]
-fn example_nad_chain_runs_on_real_bridge_and_cniscope_cni() {
-    cniscope_tests::require_root();
-    let (_, conf) = nad_configs()
-        .into_iter()
-        .find(|(n, _)| n == "test-chainsaw")
-        .expect("test-chainsaw");
-    let version = conf["cniVersion"].as_str().unwrap().to_string();
-    let chain = Chain::new();
-    let mut bridge = conf["plugins"][0].clone();
-    bridge["bridge"] = json!(chain.bridge);
-    bridge["ipam"]["dataDir"] = json!(chain.dir.path().join("ipam"));
-    let docs = parse_file(&deploy_dir().join("examples/pod-chainsaw.yaml"));
-    let ann = find(&docs, "Pod", "chainsawtestpod")["metadata"]["annotations"]
-        ["k8s.v1.cni.cncf.io/chainsaw"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let commands: Value = serde_json::from_str(&ann).unwrap();
-    let mut plugin = conf["plugins"][1].clone();
-    plugin["tagDir"] = json!(chain.tag_dir());
-    plugin["commands"] = commands;
-    let with = |p: &Value, prev: Option<&Value>| {
-        let mut c = p.clone();
-        c["cniVersion"] = json!(version);
-        c["name"] = conf["name"].clone();
-        if let Some(prev) = prev {
-            c["prevResult"] = prev.clone();
-        }
-        serde_json::to_vec(&c).unwrap()
-    };
-    let nspath = chain.ns.path();
-    let env = |cmd: &'static str| {
-        vec![
-            ("CNI_COMMAND", cmd),
-            ("CNI_CONTAINERID", chain.container_id.as_str()),
-            ("CNI_NETNS", nspath.as_str()),
-            ("CNI_IFNAME", "net1"),
-            ("CNI_PATH", cniscope_tests::CNI_BIN),
-        ]
-    };
-    let bridge_bin = Path::new(cniscope_tests::CNI_BIN).join("bridge");
-    let add = invoke(&bridge_bin, &env("ADD"), &with(&bridge, None));
-    assert!(
-        add.ok(),
-        "bridge ADD: {}",
-        String::from_utf8_lossy(&add.stdout)
-    );
-    let prev = add.json();
-    let out = invoke(&plugin_bin(), &env("ADD"), &with(&plugin, Some(&prev)));
-    assert!(
-        out.ok(),
-        "cniscope-cni ADD with the example's policy failed: {} {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.json(), prev, "prevResult must pass through unchanged");
-    let routes = chain.ns.ip(&["route", "show", "192.0.3.0/24"]);
-    assert!(
-        routes.contains("192.0.3.0/24 dev net1"),
-        "the annotated route is not in the pod netns: {routes:?}"
-    );
-    assert!(
-        Chain::host_route("192.0.3.0/24").is_empty(),
-        "route leaked to the host"
-    );
-    let tag = chain.tag().expect("a netns tag");
-    let cmds = &tag["attachments"][0]["commands"];
-    assert_eq!(cmds[0]["outcome"], "ran", "{tag}");
-    assert!(
-        cmds[1]["stdout"]
-            .as_str()
-            .unwrap_or("")
-            .contains("192.0.3.0/24"),
-        "{tag}"
-    );
-    let del = invoke(&plugin_bin(), &env("DEL"), &with(&plugin, Some(&prev)));
-    assert!(del.ok(), "cniscope-cni DEL");
-    let del = invoke(&bridge_bin, &env("DEL"), &with(&bridge, Some(&prev)));
-    assert!(del.ok(), "bridge DEL");
 }
