@@ -75,6 +75,29 @@ impl Drop for RunNetns {
     }
 }
 
+/// One request line to the agent's socket; the first line back.
+fn ask_socket(path: &Path, request: &str) -> Value {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    writeln!(s, "{request}").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+/// One HTTP/1.0 GET over loopback; the whole response as text.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 /// The record of process `pid` in an agent line: a `run` line itself, or the step of an
 /// `invocation` (or of one of its nested steps) with that pid.
 fn run_of(v: &Value, pid: u32) -> Option<Value> {
@@ -105,6 +128,10 @@ fn find_step(steps: &Value, pid: u32) -> Option<Value> {
 #[test]
 fn image_agent_with_daemonset_capabilities_sees_a_host_plugin_run() {
     require_root();
+    assert!(
+        std::net::TcpListener::bind("0.0.0.0:9731").is_ok(),
+        "port 9731 is in use on this host: the DaemonSet's agent serves metrics there"
+    );
     let t0 = Instant::now();
     let image = test_image();
     let built = t0.elapsed();
@@ -166,6 +193,28 @@ fn image_agent_with_daemonset_capabilities_sees_a_host_plugin_run() {
     assert!(stdin.starts_with(&bytes(&run["stdin"])), "{run}");
     assert_eq!(run["exit"]["code"], 0, "{run}");
     assert_eq!(run["complete"], true, "{run}");
+    // The agent's socket, made inside the container, answers from the host side of the mount
+    // (where cniscope-cni runs), root only.
+    let sock = run_dir.path().join("agent.sock");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&sock)
+            .unwrap_or_else(|e| panic!("{}: {e}", sock.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "agent.sock mode {mode:o}");
+    }
+    let answer = ask_socket(&sock, r#"{"op":"pod","namespace":"default","name":"x"}"#);
+    assert!(answer.is_object(), "{answer}");
+
+    // The metrics endpoint the Service and the readiness probe point at (loopback only).
+    let metrics = http_get("127.0.0.1:9731", "/metrics");
+    assert!(
+        metrics.starts_with("HTTP/1.1 200") || metrics.starts_with("HTTP/1.0 200"),
+        "GET /metrics: {metrics:.300}"
+    );
+    assert!(metrics.contains("cniscope_"), "{metrics:.2000}");
+
     // SIGTERM (podman stop, as the kubelet does): the agent says goodbye and exits cleanly.
     let (code, took) = agent.stop(Duration::from_secs(10));
     assert!(

@@ -89,10 +89,35 @@ fn daemonset_capabilities_are_exactly_the_documented_set_and_not_privileged() {
         set(AGENT_CAPABILITIES),
         "the agent's capabilities differ from the documented set"
     );
+    let cmd: Vec<&str> = agent["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
     assert_eq!(
-        agent["command"],
-        json!(["/usr/bin/cniscope", "agent"]),
+        cmd[..2],
+        ["/usr/bin/cniscope", "agent"],
         "the agent prints NDJSON on stdout, which is what kubectl logs shows"
+    );
+    // Metrics: the address the agent serves, the containerPort, the probe and the Service agree.
+    let at = cmd
+        .iter()
+        .position(|w| *w == "--metrics-addr")
+        .expect("--metrics-addr");
+    assert_eq!(cmd[at + 1], "0.0.0.0:9731");
+    assert_eq!(
+        agent["ports"],
+        json!([{"name": "metrics", "containerPort": 9731, "protocol": "TCP"}])
+    );
+    assert_eq!(agent["readinessProbe"]["httpGet"]["port"], "metrics");
+    let svc = find(&base(), "Service", "cniscope-metrics").clone();
+    assert_eq!(svc["spec"]["ports"][0]["name"], "metrics");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 9731);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
+    assert_eq!(
+        svc["spec"]["selector"],
+        ds["spec"]["template"]["metadata"]["labels"]
     );
     let env: Vec<(String, Value)> = agent["env"]
         .as_array()
