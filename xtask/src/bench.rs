@@ -20,7 +20,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// The agent writing its NDJSON to a file, as a container runtime's log does for a DaemonSet.
 struct Agent {
     child: Child,
-    log: PathBuf,
+    pub log: PathBuf,
     stopped: bool,
 }
 
@@ -32,7 +32,9 @@ impl Agent {
             std::env::temp_dir().join(format!("cniscope-bench-{}-{n}.ndjson", std::process::id()));
         let file = std::fs::File::create(&log)?;
         let child = Command::new(bin.join("cniscope"))
-            .args(["agent", "--stats-interval", "3600", "--no-socket"])
+            .args(["agent", "--stats-interval", "3600", "--quiet-ms", "200"])
+            .arg("--socket")
+            .arg(std::env::temp_dir().join(format!("cniscope-bench-{}.sock", std::process::id())))
             .stdout(file)
             .stderr(Stdio::null())
             .spawn()
@@ -317,6 +319,151 @@ fn udp(bin: &Path, rounds: usize, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// 200 back-to-back ADD/DEL cycles of a 3-plugin chain run by `cniscope exec`, with and without
+/// the agent; every invocation must be reported complete and nothing lost.
+fn cycles(bin: &Path, n: usize) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("cnsc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let br = format!("cnsc{}", std::process::id() % 100000);
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "cycles", "plugins": [
+            {"type": "bridge", "bridge": br, "isGateway": true,
+             "ipam": {"type": "host-local", "dataDir": dir.join("ipam"),
+                      "ranges": [[{"subnet": "10.254.201.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.rp_filter": "0"}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]});
+    let list = dir.join("cycles.conflist");
+    std::fs::write(&list, conf.to_string())?;
+    let ns = format!("cnsc-{}", std::process::id());
+    crate::run(Command::new("ip").args(["netns", "add", &ns]))?;
+    let run_all = || -> Result<f64> {
+        let t = Instant::now();
+        for i in 0..n {
+            if i % 50 == 0 {
+                eprintln!("bench cycles: {i}/{n}");
+            }
+            for cmd in ["add", "del"] {
+                let st = Command::new(bin.join("cniscope"))
+                    .args(["exec", cmd])
+                    .arg(&list)
+                    .arg(format!("/run/netns/{ns}"))
+                    .args(["--container-id", &format!("cyc{i}"), "--cache-dir"])
+                    .arg(dir.join("cache"))
+                    .stdout(Stdio::null())
+                    .status()?;
+                if !st.success() {
+                    bail!("cniscope exec {cmd} failed in cycle {i}");
+                }
+            }
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let res = (|| -> Result<()> {
+        let base = run_all()?;
+        let a = Agent::start(bin)?;
+        let with = run_all()?;
+        std::thread::sleep(Duration::from_millis(1500));
+        let text = std::fs::read_to_string(&a.log).unwrap_or_default();
+        let (_, stats) = a.stop();
+        let invs: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| l.starts_with("{\"type\":\"invocation\""))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let ours = invs.iter().filter(|v| v["container_id"].as_str().is_some_and(|c| c.starts_with("cyc")));
+        let (mut total, mut complete) = (0, 0);
+        for v in ours {
+            total += 1;
+            let steps_ok = v["steps"].as_array().is_some_and(|s| {
+                s.len() == 3 && s.iter().all(|x| x["complete"] == true && x["ok"] == true)
+            });
+            if v["partial"] == false && v["verdict"]["ok"] == true && steps_ok {
+                complete += 1;
+            }
+        }
+        println!(
+            "| {n} ADD+DEL cycles, bridge+tuning+portmap via `cniscope exec` | no agent | {base:.2} s | 1.000 |"
+        );
+        println!(
+            "| | agent | {with:.2} s | {:.3} — invocations reported {total}/{} ({complete} complete with all 3 steps), lost records {} |",
+            with / base,
+            2 * n,
+            stats["lost"]
+        );
+        Ok(())
+    })();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let _ = Command::new("ip").args(["link", "del", &br]).status();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
+/// Agent memory with `n` retained invocations. The load: a stand-in plugin (`cat` with
+/// CNI_COMMAND in its environment) that echoes the bridge ADD config and result of the
+/// committed recording, so each invocation carries real-sized stdin and stdout.
+fn rss(bin: &Path, n: usize) -> Result<()> {
+    let a = Agent::start(bin)?;
+    let pid = a.child.id();
+    let rss_kb = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = rss_kb();
+    // ~8 KB of real CNI JSON per invocation (stdin, echoed on stdout).
+    let payload = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "rss", "type": "bridge", "bridge": "cni0", "isGateway": true,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]},
+        "prevResult": {"cniVersion": "1.0.0",
+            "interfaces": (0..12).map(|i| serde_json::json!({"name": format!("veth{i:08x}"), "mac": "aa:bb:cc:dd:ee:ff", "sandbox": format!("/var/run/netns/cni-{i:032x}")})).collect::<Vec<_>>(),
+            "ips": (0..12).map(|i| serde_json::json!({"address": format!("10.88.0.{i}/16"), "gateway": "10.88.0.1", "interface": i})).collect::<Vec<_>>(),
+            "routes": (0..20).map(|i| serde_json::json!({"dst": format!("10.{i}.0.0/16"), "gw": "10.88.0.1"})).collect::<Vec<_>>(),
+            "dns": {"nameservers": ["10.96.0.10"], "search": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]}}
+    })
+    .to_string();
+    let t = Instant::now();
+    for i in 0..n {
+        if i % 1000 == 0 {
+            eprintln!("bench rss: {i}/{n} invocations");
+        }
+        let mut c = Command::new("cat")
+            .env_clear()
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", format!("rss{i}"))
+            .env("CNI_IFNAME", "eth0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()?;
+        use std::io::Write;
+        c.stdin.take().context("stdin")?.write_all(payload.as_bytes())?;
+        c.wait()?;
+    }
+    // Let the last invocations complete and be retained.
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = rss_kb();
+    let (_, stats) = a.stop();
+    println!(
+        "| agent RSS with {n} retained invocations ({} B of stdin+stdout each) | at start | {:.1} MiB | |",
+        2 * payload.len(),
+        before as f64 / 1024.0
+    );
+    println!(
+        "| | after the load | {:.1} MiB | retained {} ({:.1} MiB compressed), lost {}, {:.0} invocations/s generated |",
+        after as f64 / 1024.0,
+        stats["agent"]["retained"],
+        stats["agent"]["retained_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+        stats["lost"],
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 pub fn bench(args: &[String]) -> Result<()> {
     crate::setup::setup()?;
     crate::run(
@@ -338,6 +485,12 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     if matches!(what, "udp" | "all") {
         udp(&bin, 5, 200_000)?;
+    }
+    if matches!(what, "cycles" | "all") {
+        cycles(&bin, 200)?;
+    }
+    if matches!(what, "rss" | "all") {
+        rss(&bin, 10_000)?;
     }
     Ok(())
 }

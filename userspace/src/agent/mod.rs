@@ -275,6 +275,8 @@ fn stats_json(
             "orphan_chunks": stats.orphan_chunks.load(Ordering::Relaxed),
             "open_runs": stats.open_runs.load(Ordering::Relaxed),
             "output_dropped": out.dropped.load(Ordering::Relaxed),
+            "retained": out.hub.as_ref().map_or(0, |h| h.retained_items()),
+            "retained_bytes": out.hub.as_ref().map_or(0, |h| h.retained_bytes()),
         },
     })
 }

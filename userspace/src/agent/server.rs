@@ -29,8 +29,11 @@ pub struct Retention {
     pub max_age: Duration,
 }
 
+/// Retained lines are kept LZ4-compressed: an ADD invocation's line is ~25 KB of JSON that
+/// compresses several times over, and 10 000 of them must fit in a small agent.
 struct Retained {
-    items: VecDeque<(Instant, Arc<str>)>,
+    items: VecDeque<(Instant, Box<[u8]>)>,
+    bytes: usize,
     stats: Option<Arc<str>>,
 }
 
@@ -47,6 +50,7 @@ impl Hub {
         Arc::new(Self {
             retained: Mutex::new(Retained {
                 items: VecDeque::new(),
+                bytes: 0,
                 stats: None,
             }),
             live,
@@ -67,7 +71,9 @@ impl Hub {
             } else if line.starts_with("{\"type\":\"invocation\"")
                 || line.starts_with("{\"type\":\"netlink\"")
             {
-                r.items.push_back((now, line.clone()));
+                let packed = lz4_flex::compress_prepend_size(line.as_bytes()).into_boxed_slice();
+                r.bytes += packed.len();
+                r.items.push_back((now, packed));
             }
             // No receiver is not an error: nobody is watching.
             let _ = self.live.send(line);
@@ -76,7 +82,9 @@ impl Hub {
         while r.items.len() > max_items
             || r.items.front().is_some_and(|(t, _)| t.elapsed() > max_age)
         {
-            r.items.pop_front();
+            if let Some((_, b)) = r.items.pop_front() {
+                r.bytes -= b.len();
+            }
         }
     }
 
@@ -86,7 +94,10 @@ impl Hub {
             Ok(r) => r
                 .items
                 .iter()
-                .map(|(_, l)| l.clone())
+                .filter_map(|(_, b)| {
+                    let raw = lz4_flex::decompress_size_prepended(b).ok()?;
+                    String::from_utf8(raw).ok().map(Arc::from)
+                })
                 .chain(r.stats.clone())
                 .collect(),
             Err(_) => Vec::new(),
@@ -95,6 +106,11 @@ impl Hub {
 
     pub fn retained_items(&self) -> usize {
         self.retained.lock().map(|r| r.items.len()).unwrap_or(0)
+    }
+
+    /// Compressed bytes held for retained lines.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.lock().map(|r| r.bytes).unwrap_or(0)
     }
 }
 
