@@ -170,7 +170,8 @@ fn image_agent_with_daemonset_capabilities_sees_a_host_plugin_run() {
     let pid = child.id();
     {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        // bridge does not read stdin for VERSION and may already have exited: ignore EPIPE.
+        let _ = child.stdin.take().unwrap().write_all(stdin);
     }
     let out = child.wait_with_output().expect("bridge");
     assert!(out.status.success());
