@@ -17,7 +17,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 fn load() -> Vec<(Vec<u8>, Vec<Fact>)> {
     let mut out = Vec::new();
     for name in ["chain-add-del.rec", "chain-fail.rec"] {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name);
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name);
         let f = std::fs::File::open(p).expect("fixture");
         let mut r = Reader::new(std::io::BufReader::new(f));
         while let Ok(Some(fr)) = r.next_frame() {

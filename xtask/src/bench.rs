@@ -326,13 +326,13 @@ fn cycles(bin: &Path, n: usize) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let br = format!("cnsc{}", std::process::id() % 100000);
     let conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "cycles", "plugins": [
-            {"type": "bridge", "bridge": br, "isGateway": true,
-             "ipam": {"type": "host-local", "dataDir": dir.join("ipam"),
-                      "ranges": [[{"subnet": "10.254.201.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-            {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.rp_filter": "0"}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]});
+    "cniVersion": "1.0.0", "name": "cycles", "plugins": [
+        {"type": "bridge", "bridge": br, "isGateway": true,
+         "ipam": {"type": "host-local", "dataDir": dir.join("ipam"),
+                  "ranges": [[{"subnet": "10.254.201.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.rp_filter": "0"}},
+        {"type": "portmap", "capabilities": {"portMappings": true}}
+    ]});
     let list = dir.join("cycles.conflist");
     std::fs::write(&list, conf.to_string())?;
     let ns = format!("cnsc-{}", std::process::id());
@@ -371,7 +371,11 @@ fn cycles(bin: &Path, n: usize) -> Result<()> {
             .filter(|l| l.starts_with("{\"type\":\"invocation\""))
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        let ours = invs.iter().filter(|v| v["container_id"].as_str().is_some_and(|c| c.starts_with("cyc")));
+        let ours = invs.iter().filter(|v| {
+            v["container_id"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("cyc"))
+        });
         let (mut total, mut complete) = (0, 0);
         for v in ours {
             total += 1;
@@ -441,7 +445,10 @@ fn rss(bin: &Path, n: usize) -> Result<()> {
             .stdout(Stdio::null())
             .spawn()?;
         use std::io::Write;
-        c.stdin.take().context("stdin")?.write_all(payload.as_bytes())?;
+        c.stdin
+            .take()
+            .context("stdin")?
+            .write_all(payload.as_bytes())?;
         c.wait()?;
     }
     // Let the last invocations complete and be retained.

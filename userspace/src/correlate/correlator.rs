@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::Value;
 
 use super::diff::diff;
-use super::identity::{Pod, cni_error, plugin_name};
+use super::identity::{Pod, cni_error_value, plugin_name};
 use super::invocation::*;
 use super::runs::Run;
 use crate::clock::Clock;
@@ -326,12 +326,18 @@ impl Correlator {
         spawned: Vec<Spawned>,
         delegates: Vec<Step>,
     ) -> Step {
-        let config: Option<Value> = serde_json::from_slice(&run.stdin.0).ok();
+        // Parse stdout once (a result or a CNI error); stdin only when something needs it.
         let result: Option<Value> = serde_json::from_slice(&run.stdout.0).ok();
-        let error = cni_error(&run.stdout.0);
+        let error = result.as_ref().and_then(cni_error_value);
         let code = run.exit.as_ref().and_then(|x| x.code);
         let ok = code == Some(0) && error.is_none();
         let is_add = exec.cni.as_ref().and_then(|c| c.command.as_deref()) == Some("ADD");
+        let config: Option<Value> = if (is_add && ok && result.is_some()) || run.filename.is_empty()
+        {
+            serde_json::from_slice(&run.stdin.0).ok()
+        } else {
+            None
+        };
         let diff = (is_add && ok && result.is_some()).then(|| {
             diff(
                 config.as_ref().and_then(|c| c.get("prevResult")),

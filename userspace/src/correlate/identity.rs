@@ -79,7 +79,12 @@ pub fn plugin_name(config: Option<&Value>, filename: &str) -> String {
 /// A CNI error reply (`{"code": N, "msg": …}`) printed on stdout, if that is what it is.
 pub fn cni_error(stdout: &[u8]) -> Option<Value> {
     let v: Value = serde_json::from_slice(stdout).ok()?;
-    (v.get("code").is_some_and(Value::is_u64) && v.get("msg").is_some()).then_some(v)
+    cni_error_value(&v)
+}
+
+/// The same, for stdout already parsed.
+pub fn cni_error_value(v: &Value) -> Option<Value> {
+    (v.get("code").is_some_and(Value::is_u64) && v.get("msg").is_some()).then(|| v.clone())
 }
 
 #[cfg(test)]

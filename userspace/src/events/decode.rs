@@ -56,20 +56,24 @@ pub fn cni_env(window: &[u8], tail: bool) -> CniEnv {
         parts.next();
     }
     for var in parts {
+        // Only CNI_* variables matter; look at nothing else (a runtime's environment is long).
+        if !var.starts_with(b"CNI_") {
+            continue;
+        }
         let Some(eq) = var.iter().position(|&c| c == b'=') else {
             continue;
         };
         let (k, v) = (&var[..eq], &var[eq + 1..]);
-        let v = Some(String::from_utf8_lossy(v).into_owned());
-        match k {
-            b"CNI_COMMAND" => env.command = v,
-            b"CNI_CONTAINERID" => env.containerid = v,
-            b"CNI_NETNS" => env.netns = v,
-            b"CNI_IFNAME" => env.ifname = v,
-            b"CNI_ARGS" => env.args = v,
-            b"CNI_PATH" => env.path = v,
-            _ => {}
-        }
+        let slot = match k {
+            b"CNI_COMMAND" => &mut env.command,
+            b"CNI_CONTAINERID" => &mut env.containerid,
+            b"CNI_NETNS" => &mut env.netns,
+            b"CNI_IFNAME" => &mut env.ifname,
+            b"CNI_ARGS" => &mut env.args,
+            b"CNI_PATH" => &mut env.path,
+            _ => continue,
+        };
+        *slot = Some(String::from_utf8_lossy(v).into_owned());
     }
     env
 }
@@ -146,6 +150,25 @@ fn stdio(buf: &[u8]) -> Result<Event, String> {
     }))
 }
 
+/// The fixed part of a netlink record (everything before `data`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct NlHead {
+    hdr: abi::Header,
+    netns: u32,
+    task_netns: u32,
+    req_len: u32,
+    req_total: u32,
+    ack_len: u32,
+    extack_len: u32,
+    target_netns: u32,
+    peer_netns: u32,
+    sk: u64,
+    comm: [u8; 16],
+    extack: [u8; abi::NL_MAX_EXTACK],
+}
+const _: () = assert!(size_of::<NlHead>() == abi::NL_FIXED);
+
 fn netlink(buf: &[u8]) -> Result<Event, String> {
     if buf.len() < abi::NL_FIXED {
         return Err(format!(
@@ -154,11 +177,8 @@ fn netlink(buf: &[u8]) -> Result<Event, String> {
             abi::NL_FIXED
         ));
     }
-    // Copy into a full-size struct: the record carries only the bytes used.
-    let mut full = vec![0u8; size_of::<abi::NetlinkEvent>()];
-    let n = buf.len().min(full.len());
-    full[..n].copy_from_slice(&buf[..n]);
-    let e: abi::NetlinkEvent = read_exact(&full)?;
+    let e: NlHead = read_exact(&buf[..abi::NL_FIXED])?;
+    let data = &buf[abi::NL_FIXED..];
     let fl = e.hdr.flags;
     let req_len = e.req_len as usize;
     let ack_len = e.ack_len as usize;
@@ -183,10 +203,10 @@ fn netlink(buf: &[u8]) -> Result<Event, String> {
         sk: e.sk,
         plugin_tree: fl & abi::NL_F_TRACKED != 0,
         sendto: fl & abi::NL_F_SENDTO != 0,
-        request: e.data[..req_len].to_vec(),
+        request: data[..req_len].to_vec(),
         request_total: e.req_total,
         request_cut: fl & abi::NL_F_REQ_CUT != 0,
-        reply: e.data[req_len..req_len + ack_len].to_vec(),
+        reply: data[req_len..req_len + ack_len].to_vec(),
         extack: (fl & abi::NL_F_EXTACK != 0).then(|| cstr(&e.extack)),
     }))
 }
