@@ -603,3 +603,174 @@ fn verdict(steps: &[Step]) -> Verdict {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::runs::{Cut, ExitInfo};
+    use crate::events::{CniEnv, Text};
+
+    struct NoLookups;
+    impl Lookups for NoLookups {
+        fn netns_inode(&mut self, _: &str) -> Option<u32> {
+            Some(7)
+        }
+        fn tag(&mut self, _: u32) -> Option<Value> {
+            None
+        }
+        fn comm(&mut self, _: u32) -> Option<String> {
+            Some("runtime".into())
+        }
+    }
+
+    const MS: u64 = 1_000_000;
+
+    fn exec(tgid: u32, ppid: u32, cid: &str, ifname: &str, cmd: &str, file: &str, ts: u64) -> Exec {
+        Exec {
+            ts_ns: ts,
+            pid: tgid,
+            tgid,
+            ppid,
+            role: Role::Plugin,
+            netns: 1,
+            cgroup_id: 1,
+            uid: 0,
+            comm: file.into(),
+            filename: format!("/opt/cni/bin/{file}"),
+            argv: vec![],
+            argv_cut: false,
+            cni: Some(CniEnv {
+                command: Some(cmd.into()),
+                containerid: Some(cid.into()),
+                netns: Some("/run/netns/p".into()),
+                ifname: Some(ifname.into()),
+                args: Some("K8S_POD_NAMESPACE=ns;K8S_POD_NAME=pod".into()),
+                path: None,
+            }),
+            held: false,
+            unheld: false,
+            env_tail: false,
+        }
+    }
+
+    fn run(e: &Exec, end: u64, code: i32, stdout: &str) -> Run {
+        Run {
+            tgid: e.tgid,
+            ppid: e.ppid,
+            role: Role::Plugin,
+            comm: e.comm.clone(),
+            filename: e.filename.clone(),
+            argv: vec![],
+            netns: 1,
+            cgroup_id: 1,
+            cni: e.cni.clone(),
+            start_ns: e.ts_ns,
+            end_ns: Some(end),
+            duration_ns: Some(end - e.ts_ns),
+            exit: Some(ExitInfo {
+                code: Some(code),
+                signal: None,
+                core_dumped: false,
+            }),
+            held: false,
+            stdin: Text(b"{}".to_vec()),
+            stdout: Text(stdout.as_bytes().to_vec()),
+            stderr: Text(vec![]),
+            cut: Cut::default(),
+            complete: true,
+            problems: vec![],
+        }
+    }
+
+    fn invs(outs: Vec<Output>) -> Vec<Invocation> {
+        outs.into_iter()
+            .filter_map(|o| match o {
+                Output::Invocation(i) => Some(*i),
+                Output::Netns(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steps_join_by_runtime_and_complete_after_the_quiet_period() {
+        let mut c = Correlator::new(Config::default(), Clock::with_offset(0));
+        let l = &mut NoLookups;
+        let a = exec(10, 1, "c1", "eth0", "ADD", "bridge", 100 * MS);
+        c.on_exec(&a, l);
+        // IPAM delegate, run by bridge.
+        let d = exec(11, 10, "c1", "eth0", "ADD", "host-local", 105 * MS);
+        c.on_exec(&d, l);
+        c.on_run(run(&d, 110 * MS, 0, "{}"), l);
+        c.on_run(run(&a, 120 * MS, 0, "{}"), l);
+        let b = exec(12, 1, "c1", "eth0", "ADD", "tuning", 125 * MS);
+        c.on_exec(&b, l);
+        c.on_run(run(&b, 130 * MS, 0, "{}"), l);
+        assert!(invs(c.tick(600 * MS, l)).is_empty(), "not quiet yet");
+        let done = invs(c.tick(1200 * MS, l));
+        assert_eq!(done.len(), 1);
+        let i = &done[0];
+        assert_eq!(i.chain, ["bridge", "tuning"]);
+        assert_eq!(i.steps[0].delegates[0].plugin, "host-local");
+        assert!(i.verdict.ok);
+        assert_eq!(i.pod.as_ref().and_then(|p| p.name.as_deref()), Some("pod"));
+        assert_eq!(i.runtime.comm.as_deref(), Some("runtime"));
+        assert_eq!(i.revision, 1);
+    }
+
+    #[test]
+    fn a_failure_completes_at_once_and_a_late_step_is_a_new_revision() {
+        let mut c = Correlator::new(Config::default(), Clock::with_offset(0));
+        let l = &mut NoLookups;
+        let a = exec(20, 2, "c2", "eth0", "ADD", "bridge", 100 * MS);
+        c.on_exec(&a, l);
+        c.on_run(run(&a, 110 * MS, 1, r#"{"code":11,"msg":"try later"}"#), l);
+        let done = invs(c.tick(111 * MS, l));
+        assert_eq!(
+            done.len(),
+            1,
+            "a failed step ends the invocation without waiting"
+        );
+        assert!(!done[0].verdict.ok);
+        assert_eq!(done[0].verdict.failed_step, Some(0));
+        assert!(done[0].verdict.summary.contains("CNI error 11 try later"));
+        // The same runtime, container, interface and command 2 s later: a late step.
+        let b = exec(21, 2, "c2", "eth0", "ADD", "tuning", 2_000 * MS);
+        c.on_exec(&b, l);
+        c.on_run(run(&b, 2_010 * MS, 0, "{}"), l);
+        let again = invs(c.tick(3_100 * MS, l));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].revision, 2);
+        assert_eq!(again[0].id, done[0].id);
+        assert_eq!(again[0].chain, ["bridge", "tuning"]);
+    }
+
+    #[test]
+    fn a_delegate_for_another_interface_is_a_nested_invocation() {
+        let mut c = Correlator::new(Config::default(), Clock::with_offset(0));
+        let l = &mut NoLookups;
+        let m = exec(30, 3, "c3", "eth0", "ADD", "multus", 100 * MS);
+        c.on_exec(&m, l);
+        let d = exec(31, 30, "c3", "net1", "ADD", "macvlan", 105 * MS);
+        c.on_exec(&d, l);
+        c.on_run(run(&d, 110 * MS, 0, "{}"), l);
+        c.on_run(run(&m, 120 * MS, 0, "{}"), l);
+        let done = invs(c.tick(2_000 * MS, l));
+        assert_eq!(done.len(), 1, "the nested chain is inside its parent step");
+        let nested = &done[0].steps[0].invocations;
+        assert_eq!(nested.len(), 1);
+        assert_eq!(nested[0].ifname, "net1");
+        assert_eq!(nested[0].chain, ["macvlan"]);
+    }
+
+    #[test]
+    fn draining_marks_open_invocations_partial() {
+        let mut c = Correlator::new(Config::default(), Clock::with_offset(0));
+        let l = &mut NoLookups;
+        let a = exec(40, 4, "c4", "eth0", "DEL", "bridge", 100 * MS);
+        c.on_exec(&a, l);
+        c.on_run(run(&a, 110 * MS, 0, ""), l);
+        let done = invs(c.drain(l));
+        assert_eq!(done.len(), 1);
+        assert!(done[0].partial);
+    }
+}
