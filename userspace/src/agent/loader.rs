@@ -50,6 +50,19 @@ pub fn preflight() -> Result<(PathBuf, Offsets, Result<()>)> {
     {
         bail!("cniscope agent needs root: {}", c.detail);
     }
+    // Optional accelerators, probed once and said in one line: everything works without them.
+    let detail = |n: &str| {
+        checks
+            .iter()
+            .find(|c| c.name == n)
+            .map(|c| c.detail.clone())
+            .unwrap_or_default()
+    };
+    tracing::info!(
+        "using tracepoints only; kprobes: {}; fentry: {}",
+        detail("kprobes"),
+        detail("fentry")
+    );
     let btf = offsets::load_btf()?;
     let tfs = tracefs::ensure_mounted()?;
     let mut offs = offsets::resolve(&btf, &tfs)?;
