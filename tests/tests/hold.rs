@@ -81,3 +81,67 @@ fn a_frozen_agent_stops_holding_once_its_heartbeat_is_stale() {
     assert_eq!(r["held"], false);
     assert_eq!(r["complete"], false, "{r}");
 }
+
+/// When the agent and its guardian die together (a container killed as a whole), the next agent
+/// resumes what they held, from the HELD map pinned in bpffs.
+#[test]
+fn the_next_agent_resumes_what_a_dead_agent_and_guardian_held() {
+    require_root();
+    let bpffs = std::env::temp_dir().join(cniscope_tests::unique("cnsbpffs"));
+    std::fs::create_dir_all(&bpffs).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(&bpffs)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a bpffs for the test");
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _um = Umount(bpffs.clone());
+    let pin_dir = bpffs.join("cniscope");
+    let pin = pin_dir.to_str().unwrap().to_string();
+
+    let agent = Agent::start(&["--linger-ms", "50", "--pin-dir", &pin]);
+    let ready = agent.lines()[0].clone();
+    let pid = ready["pid"].as_u64().unwrap() as i32;
+    let guardian = ready["guardian_pid"].as_u64().unwrap() as i32;
+    assert!(pin_dir.join("HELD").exists(), "the HELD map is pinned");
+    std::thread::sleep(Duration::from_millis(400));
+    // SAFETY: signalling processes this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut p = plugin();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while state(p.id()) != Some('T') && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(state(p.id()), Some('T'), "the plugin was not held at exec");
+    // Both die at once.
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(guardian, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+    drop(agent);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        state(p.id()),
+        Some('T'),
+        "nothing should have resumed it yet"
+    );
+    let next = Agent::start(&["--pin-dir", &pin]);
+    assert!(
+        wait_exit(&mut p, Duration::from_secs(5)),
+        "the next agent did not resume the plugin (state {:?})",
+        state(p.id())
+    );
+    drop(next);
+    assert!(
+        !pin_dir.join("HELD").exists(),
+        "a clean stop removes the pin"
+    );
+}

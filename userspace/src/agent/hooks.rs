@@ -68,6 +68,7 @@ pub struct Hooks {
     tracked: HashMap<MapData, u32, Tracked>,
     counters: PerCpuArray<MapData, u64>,
     links: Vec<TracePointLink>,
+    pin_dir: Option<std::path::PathBuf>,
     /// Which copy of the stdio programs is (or was last) attached.
     slot: usize,
     /// Threads still tearing down a copy's old links, by copy.
@@ -95,6 +96,7 @@ impl Hooks {
         hold_enabled: bool,
         nl_scope: u32,
         linger: Duration,
+        pin_dir: Option<std::path::PathBuf>,
     ) -> Result<Self> {
         let control = take(&mut ebpf, names::CONTROL)?;
         let held_map = ebpf
@@ -103,7 +105,15 @@ impl Hooks {
         // The HELD map's fd number, for the guardian (which inherits it through fork) and for
         // resuming; it stays valid while `held` owns the map.
         let held_fd = match &held_map {
-            Map::HashMap(md) => md.fd().as_fd().as_raw_fd(),
+            Map::HashMap(md) => {
+                if let Some(dir) = &pin_dir {
+                    if let Some(n) = super::pin::rescue_previous(dir) {
+                        tracing::info!(resumed = n, "resumed plugins a previous agent had held");
+                    }
+                    super::pin::pin_held(md, dir);
+                }
+                md.fd().as_fd().as_raw_fd()
+            }
             _ => anyhow::bail!("map HELD is not a hash map"),
         };
         let held: HashMap<MapData, u32, u64> = HashMap::try_from(held_map)?;
@@ -117,6 +127,7 @@ impl Hooks {
             tracked,
             counters,
             links: Vec::new(),
+            pin_dir,
             slot: 1,
             reapers: [None, None],
             hold_enabled,
@@ -327,6 +338,9 @@ impl Hooks {
     }
 
     fn shutdown(&mut self) {
+        if let Some(dir) = &self.pin_dir {
+            super::pin::unpin(dir);
+        }
         self.hold_enabled = false;
         let _ = self.write_control(self.state.hooks_live);
         self.resume_held();
