@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod apiserver;
 pub mod http;
+pub mod tls;
 pub mod yaml;
 
 use std::path::PathBuf;
