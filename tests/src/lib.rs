@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod netns;
 pub mod plugin_chain;
 pub mod plugin_fakeapi;
+pub mod plugin_tlsapi;
 pub mod podman;
 pub mod rtnl;
 
