@@ -7,6 +7,7 @@ pub mod clock;
 pub mod correlate;
 pub mod events;
 pub mod exec;
+pub mod k8s;
 pub mod kernel;
 pub mod netlink;
 pub mod pipeline;
