@@ -21,6 +21,8 @@ use crate::record::Fact;
 pub struct LiveLookups {
     pub tag_dir: PathBuf,
     pub journal: Vec<Fact>,
+    /// The agent's Kubernetes pod cache, when it has one.
+    pub pods: Option<crate::k8s::PodCache>,
 }
 
 impl Lookups for LiveLookups {
@@ -53,6 +55,17 @@ impl Lookups for LiveLookups {
         });
         comm
     }
+    fn pod(&mut self, namespace: &str, name: &str, uid: Option<&str>) -> Option<Value> {
+        // Without a cache there is nothing to journal: replays answer None just the same.
+        let pod = self.pods.as_ref()?.identity(namespace, name, uid);
+        self.journal.push(Fact::Pod {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            uid: uid.map(str::to_string),
+            pod: pod.clone(),
+        });
+        pod
+    }
     fn take_facts(&mut self) -> Vec<Fact> {
         std::mem::take(&mut self.journal)
     }
@@ -64,6 +77,7 @@ pub struct ReplayLookups {
     inodes: HashMap<String, Option<u32>>,
     tags: HashMap<u32, Option<Value>>,
     comms: HashMap<u32, Option<String>>,
+    pods: HashMap<(String, String, Option<String>), Option<Value>>,
 }
 
 impl Lookups for ReplayLookups {
@@ -76,6 +90,14 @@ impl Lookups for ReplayLookups {
     fn comm(&mut self, pid: u32) -> Option<String> {
         self.comms.get(&pid).cloned().flatten()
     }
+    fn pod(&mut self, namespace: &str, name: &str, uid: Option<&str>) -> Option<Value> {
+        let key = (
+            namespace.to_string(),
+            name.to_string(),
+            uid.map(str::to_string),
+        );
+        self.pods.get(&key).cloned().flatten()
+    }
     fn apply(&mut self, f: &Fact) {
         match f {
             Fact::NetnsInode { path, ino } => {
@@ -86,6 +108,15 @@ impl Lookups for ReplayLookups {
             }
             Fact::Comm { pid, comm } => {
                 self.comms.insert(*pid, comm.clone());
+            }
+            Fact::Pod {
+                namespace,
+                name,
+                uid,
+                pod,
+            } => {
+                let key = (namespace.clone(), name.clone(), uid.clone());
+                self.pods.insert(key, pod.clone());
             }
             _ => {}
         }

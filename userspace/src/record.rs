@@ -40,6 +40,15 @@ pub enum Fact {
     Tag { inode: u32, tag: Option<Value> },
     /// Process `pid` was called `comm`.
     Comm { pid: u32, comm: Option<String> },
+    /// The agent's pod cache knew pod `namespace`/`name` (`uid`, when asked by uid) as `pod`
+    /// (its uid and labels only).
+    Pod {
+        namespace: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<String>,
+        pod: Option<Value>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -86,6 +86,17 @@ pub struct AgentArgs {
     /// Runs kept open at once (processes between exec and exit); beyond it the oldest is flushed.
     #[arg(long, default_value_t = 4096)]
     pub max_open_runs: usize,
+    /// Kubeconfig for the pod cache (a watch of this node's pods). Default: the pod's service
+    /// account when running in a cluster; otherwise there is no pod cache.
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// This node's name, for the pod cache's `spec.nodeName` field selector (default: env
+    /// NODE_NAME, which the DaemonSet sets).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// No Kubernetes pod cache, even in a cluster.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    pub no_kubernetes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -192,6 +203,20 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // The pod cache's watch runs on this runtime (it makes progress in the block_on below);
+    // starting it does not wait for the API server.
+    let pods = rt
+        .block_on(crate::k8s::PodCache::start(
+            crate::k8s::CacheConfig::from_flags(
+                args.no_kubernetes,
+                args.kubeconfig.clone(),
+                args.node_name.clone(),
+            ),
+        ))
+        .unwrap_or_else(|e| {
+            tracing::error!("Kubernetes pod cache off: {e:#}");
+            None
+        });
     let mut st = Pipeline::new(
         clock,
         args.events,
@@ -203,6 +228,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         Box::new(LiveLookups {
             tag_dir: args.tag_dir.clone(),
             journal: Vec::new(),
+            pods: pods.clone(),
         }),
     );
     let mut rec = match &args.record {
@@ -217,7 +243,12 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let mut ring = Some(ring);
     let result = rt.block_on(async {
         if let (Some(hub), Some(listener)) = (hub.clone(), listener) {
-            tokio::spawn(server::serve(listener, hub, args.socket.clone()));
+            tokio::spawn(server::serve(
+                listener,
+                hub,
+                args.socket.clone(),
+                pods.clone(),
+            ));
         }
         if let (Some(m), Some(l)) = (metrics.clone(), metrics_listener) {
             tokio::spawn(metrics::serve(l, m));

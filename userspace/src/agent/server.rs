@@ -134,8 +134,14 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
     Ok(l)
 }
 
-/// Serves clients until the runtime stops.
-pub async fn serve(listener: std::os::unix::net::UnixListener, hub: Arc<Hub>, path: PathBuf) {
+/// Serves clients until the runtime stops. `pods`: the Kubernetes pod cache, if the agent has
+/// one, for `pod` and `namespace` requests.
+pub async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    hub: Arc<Hub>,
+    path: PathBuf,
+    pods: Option<crate::k8s::PodCache>,
+) {
     let listener = match UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -147,8 +153,9 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, hub: Arc<Hub>, pa
         match listener.accept().await {
             Ok((stream, _)) => {
                 let hub = hub.clone();
+                let pods = pods.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = client(stream, hub).await {
+                    if let Err(e) = client(stream, hub, pods).await {
                         tracing::debug!("client: {e:#}");
                     }
                 });
@@ -161,7 +168,11 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, hub: Arc<Hub>, pa
     }
 }
 
-async fn client(stream: UnixStream, hub: Arc<Hub>) -> Result<()> {
+async fn client(
+    stream: UnixStream,
+    hub: Arc<Hub>,
+    pods: Option<crate::k8s::PodCache>,
+) -> Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut req = String::new();
@@ -204,10 +215,13 @@ async fn client(stream: UnixStream, hub: Arc<Hub>) -> Result<()> {
             }
         }
         Some("pod") | Some("namespace") => {
-            // The Kubernetes pod cache is not part of this agent yet: say so at once, so the
-            // plugin falls back to the API server without waiting.
-            wr.write_all(b"{\"error\":\"this agent has no Kubernetes pod cache\"}\n")
-                .await?;
+            // From the pod cache (the API server only for what it lacks, within 150 ms); without
+            // one, say so at once so the plugin falls back to the API server without waiting.
+            let reply = match &pods {
+                Some(c) => c.answer(&req).await,
+                None => serde_json::json!({"error": "this agent has no Kubernetes pod cache"}),
+            };
+            wr.write_all(format!("{reply}\n").as_bytes()).await?;
             Ok(())
         }
         other => {

@@ -419,6 +419,10 @@ impl Correlator {
             (Some(i), None) => pod = self.netns_pods.get(&i).cloned(),
             _ => {}
         }
+        // The agent's pod cache: the uid when the runtime did not pass it, and the labels.
+        if let Some(p) = pod.as_mut() {
+            p.enrich(look);
+        }
         let verdict = verdict(&steps);
         let slowest = steps
             .iter()
@@ -522,6 +526,11 @@ pub trait Lookups {
     fn tag(&mut self, inode: u32) -> Option<Value>;
     /// A process's command name.
     fn comm(&mut self, pid: u32) -> Option<String>;
+    /// The pod from the agent's pod cache, `{"metadata": {namespace, name, uid, labels}}`: by
+    /// `uid` when given, else by name.
+    fn pod(&mut self, _namespace: &str, _name: &str, _uid: Option<&str>) -> Option<Value> {
+        None
+    }
     /// Facts looked up since the last call (recordings).
     fn take_facts(&mut self) -> Vec<crate::record::Fact> {
         Vec::new()

@@ -24,6 +24,9 @@ pub struct Pod {
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// The pod's labels, from the agent's pod cache (absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 impl Pod {
@@ -33,6 +36,7 @@ impl Pod {
             namespace: m.get("K8S_POD_NAMESPACE").cloned(),
             name: m.get("K8S_POD_NAME").cloned(),
             uid: m.get("K8S_POD_UID").cloned(),
+            labels: None,
         };
         (pod.name.is_some() || pod.uid.is_some()).then_some(pod)
     }
@@ -44,6 +48,7 @@ impl Pod {
             namespace: s("namespace"),
             name: s("name"),
             uid: s("uid"),
+            labels: None,
         };
         (pod.name.is_some() || pod.uid.is_some()).then_some(pod)
     }
@@ -58,6 +63,41 @@ impl Pod {
         }
         if self.uid.is_none() {
             self.uid.clone_from(&other.uid);
+        }
+        if self.labels.is_none() {
+            self.labels.clone_from(&other.labels);
+        }
+    }
+
+    /// Completes the pod from the agent's pod cache: the uid when the runtime did not pass
+    /// one, and the labels. A cached pod with another uid (recreated under the same name) is
+    /// another pod and is not used.
+    pub fn enrich(&mut self, look: &mut dyn super::correlator::Lookups) {
+        let (Some(ns), Some(name)) = (self.namespace.as_deref(), self.name.as_deref()) else {
+            return;
+        };
+        let Some(p) = look.pod(ns, name, self.uid.as_deref()) else {
+            return;
+        };
+        let meta = &p["metadata"];
+        let uid = meta.get("uid").and_then(Value::as_str);
+        if self.uid.is_some() && self.uid.as_deref() != uid {
+            return;
+        }
+        if self.uid.is_none() {
+            self.uid = uid.map(str::to_string);
+        }
+        let labels: BTreeMap<String, String> = meta
+            .get("labels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !labels.is_empty() {
+            self.labels = Some(labels);
         }
     }
 }
@@ -102,6 +142,48 @@ mod tests {
         assert_eq!(p.uid.as_deref(), Some("u-1"));
         assert!(Pod::from_cni_args("IgnoreUnknown=1").is_none());
         assert!(Pod::from_cni_args("").is_none());
+    }
+
+    #[test]
+    fn enriched_from_the_pod_cache_only_when_the_uid_agrees() {
+        struct Cache;
+        impl super::super::correlator::Lookups for Cache {
+            fn netns_inode(&mut self, _: &str) -> Option<u32> {
+                None
+            }
+            fn tag(&mut self, _: u32) -> Option<Value> {
+                None
+            }
+            fn comm(&mut self, _: u32) -> Option<String> {
+                None
+            }
+            fn pod(&mut self, ns: &str, name: &str, _: Option<&str>) -> Option<Value> {
+                (ns == "shop" && name == "web").then(|| {
+                    serde_json::json!({"metadata": {"uid": "u-1", "labels": {"app": "web", "tier": "front"}}})
+                })
+            }
+        }
+        let mut p = Pod::from_cni_args("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web").unwrap();
+        p.enrich(&mut Cache);
+        assert_eq!(p.uid.as_deref(), Some("u-1"));
+        assert_eq!(
+            serde_json::to_value(&p).unwrap()["labels"],
+            serde_json::json!({"app": "web", "tier": "front"})
+        );
+        // Another pod under the same name: left as it is.
+        let mut other =
+            Pod::from_cni_args("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web;K8S_POD_UID=u-2").unwrap();
+        other.enrich(&mut Cache);
+        assert_eq!(other.labels, None);
+        // Unknown to the cache: no `labels` key at all.
+        let mut unknown = Pod::from_cni_args("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=db").unwrap();
+        unknown.enrich(&mut Cache);
+        assert!(
+            serde_json::to_value(&unknown)
+                .unwrap()
+                .get("labels")
+                .is_none()
+        );
     }
 
     #[test]
