@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod cni;
 pub mod deploy;
+pub mod k8s_fakeapi;
 pub mod netns;
 pub mod plugin_chain;
 pub mod plugin_fakeapi;
