@@ -13,3 +13,4 @@ pub mod netlink;
 pub mod pipeline;
 pub mod record;
 pub mod replay;
+pub mod ui;

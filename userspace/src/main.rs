@@ -1,6 +1,6 @@
 //! `cniscope`: see what every CNI plugin in a chain really did.
 
-use cniscope::{agent, exec, kernel, replay};
+use cniscope::{agent, exec, kernel, replay, ui};
 
 use std::process::ExitCode;
 
@@ -25,6 +25,8 @@ enum Cmd {
     Replay(replay::ReplayArgs),
     /// Run a CNI configuration list against a network namespace the way libcni does.
     Exec(exec::ExecArgs),
+    /// The live terminal UI: invocations, timelines, details and network namespaces.
+    Tui(ui::TuiArgs),
     /// Report what this kernel offers and whether the agent can run here.
     Doctor {
         /// Print the checks as JSON.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Agent(a) => agent::run(a),
         Cmd::Replay(a) => replay::run(&a),
+        Cmd::Tui(a) => ui::run(a),
         Cmd::Exec(a) => match exec::run(&a) {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => Err(e),
