@@ -57,9 +57,10 @@ fn build_bins(release: bool) -> Result<PathBuf> {
         c.arg("--release");
     }
     run(&mut c)?;
-    Ok(workspace_root()
-        .join("target")
-        .join(if release { "release" } else { "debug" }))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    Ok(target.join(if release { "release" } else { "debug" }))
 }
 
 fn test() -> Result<()> {
@@ -89,10 +90,13 @@ fn main_job(args: &[String]) -> Result<()> {
     setup::setup()?;
     let bins = build_bins(true)?;
     let mut c = Command::new(bins.join("cniscope"));
-    if args.is_empty() {
-        c.arg("agent");
-    } else {
+    if !args.is_empty() {
         c.args(args);
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        // The TUI, which runs its own agent when none answers on the socket.
+        c.arg("tui");
+    } else {
+        c.arg("agent");
     }
     run(&mut c)
 }
@@ -109,7 +113,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask <setup|run [cniscope args]|test|bench [dd|addel|routes|udp|cycles|rss|all]|image [opts]>\n\
                  \n  setup  install apt packages, rust-src and bpf-linker (idempotent)\
-                 \n  run    set up, build (release) and run `cniscope agent` (or the given args)\
+                 \n  run    set up, build (release) and run `cniscope tui` with its agent (or the given args)\
                  \n  test   set up, then fmt, clippy, unit tests, integration tests (root)\
                  \n  bench  benchmarks for BENCHMARKS.md\
                  \n  image  OCI image with cniscope and cniscope-cni, loaded into podman (localhost/cniscope:dev)"
