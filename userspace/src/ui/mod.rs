@@ -94,7 +94,13 @@ pub fn choose(args: &TuiArgs) -> Result<Source> {
     if let Some(r) = &args.replay {
         let exe = std::env::current_exe().context("finding the cniscope binary")?;
         return Ok(Source::Command {
-            label: format!("replay {}", r.display()),
+            label: format!(
+                "replay {}",
+                r.file_name().map_or_else(
+                    || r.display().to_string(),
+                    |n| n.to_string_lossy().into_owned()
+                )
+            ),
             program: exe,
             args: vec!["replay".into(), r.display().to_string()],
         });

@@ -101,6 +101,15 @@ fn reap(slot: &Mutex<Option<Child>>) -> Option<std::io::Result<ExitStatus>> {
     }
 }
 
+/// An I/O error without its "(os error N)" tail: the status bar is narrow.
+fn short(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
 fn status(tx: &SyncSender<Msg>, m: SourceMsg) -> bool {
     tx.send(Msg::Source(m)).is_ok()
 }
@@ -171,12 +180,12 @@ fn socket(path: &std::path::Path, tx: &SyncSender<Msg>) {
                     match pump(&mut BufReader::new(stream), &mut buf, tx) {
                         Ok(false) => return,
                         Ok(true) => "the agent closed the connection".to_string(),
-                        Err(e) => e.to_string(),
+                        Err(e) => short(&e),
                     }
                 }
-                Err(e) => e.to_string(),
+                Err(e) => short(&e),
             },
-            Err(e) => e.to_string(),
+            Err(e) => short(&e),
         };
         if !status(
             tx,
@@ -315,7 +324,11 @@ fn command(
                     let Ok(l) = l else { break };
                     let l = strip_ansi(&l);
                     let l = l.trim();
-                    if !l.is_empty() && !status(&tx, SourceMsg::Log(l.to_string())) {
+                    // Progress lines would hide what matters: warnings, errors, why it exited.
+                    if l.is_empty() || l.contains(" INFO ") || l.contains(" DEBUG ") {
+                        continue;
+                    }
+                    if !status(&tx, SourceMsg::Log(l.to_string())) {
                         break;
                     }
                 }
@@ -337,6 +350,7 @@ fn command(
     let st = reap(slot);
     if alive {
         let msg = match st {
+            Some(Ok(s)) if s.success() => format!("{label} ended"),
             Some(Ok(s)) => format!("{label} ended ({s})"),
             Some(Err(e)) => format!("{label}: {e}"),
             None => format!("{label} ended"),

@@ -296,7 +296,7 @@ fn status_style(t: &Theme, s: Status) -> Style {
 /// right end, and labels that would overlap are left out.
 fn axis(width: usize, span_ns: u64) -> String {
     let mut cells: Vec<char> = vec!['─'; width];
-    let mut put = |at: usize, l: &str, cells: &mut Vec<char>| {
+    let put = |at: usize, l: &str, cells: &mut Vec<char>| {
         for (i, ch) in l.chars().enumerate() {
             if let Some(c) = cells.get_mut(at + i) {
                 *c = ch;
