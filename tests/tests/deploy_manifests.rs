@@ -126,6 +126,18 @@ fn daemonset_capabilities_are_exactly_the_documented_set_and_not_privileged() {
         .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].clone()))
         .collect();
     assert!(env.contains(&("CNISCOPE_TRACEFS".into(), json!("/sys/kernel/tracing"))));
+    // The pod cache: the node from the downward API, the service account's token mounted.
+    let node = agent["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "NODE_NAME")
+        .expect("NODE_NAME, for the pod cache's field selector");
+    assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert_ne!(
+        ds["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
     // The helpers get no capabilities at all.
     for name in ["install", "kubeconfig"] {
         let sc = &container(&ds, name)["securityContext"];
