@@ -365,9 +365,10 @@ async fn watch(inner: std::sync::Weak<Inner>, api: Api<DynamicObject>, wc: watch
         };
         match item {
             Ok(ev) => {
-                if failing {
+                // `Init` starts every (re)list attempt; only what follows says the server answered.
+                if failing && !matches!(ev, watcher::Event::Init) {
                     failing = false;
-                    tracing::info!("Kubernetes pod cache: watch resumed");
+                    tracing::info!("Kubernetes pod cache: the API server answers again");
                 }
                 let done = matches!(ev, watcher::Event::InitDone);
                 let Ok(mut s) = inner.store.write() else {
