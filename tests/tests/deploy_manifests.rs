@@ -163,16 +163,16 @@ fn daemonset_capabilities_are_exactly_the_documented_set_and_not_privileged() {
         );
     }
     // The documentation names every capability the agent gets.
-    let docs = std::fs::read_to_string(workspace_root().join("docs/kubernetes.md"))
-        .expect("docs/kubernetes.md");
+    let docs = std::fs::read_to_string(workspace_root().join("README.md"))
+        .expect("README.md");
     let security = docs
         .split("## Security")
         .nth(1)
-        .expect("docs/kubernetes.md has a Security section");
+        .expect("README.md has a Security section");
     for cap in AGENT_CAPABILITIES {
         assert!(
             security.contains(&format!("CAP_{cap}")),
-            "docs/kubernetes.md's Security section does not explain CAP_{cap}"
+            "README.md's Security section does not explain CAP_{cap}"
         );
     }
 }
