@@ -120,13 +120,35 @@ pub fn choose(args: &TuiArgs) -> Result<Source> {
 }
 
 pub fn run(args: TuiArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "cniscope tui needs a terminal (with kubectl: `kubectl exec -it`); \
+             for lines on stdout use `cniscope agent`"
+        );
+    }
     let theme = theme::Theme::from_env(args.no_color);
     let src = choose(&args)?;
     let mut state = State::new(args.retain, theme, src.label());
+    // The terminal first: if it cannot be set up, no source (or agent child) has started.
+    let mut guard = terminal::TerminalGuard::new().context("setting up the terminal")?;
     let (tx, rx) = sync_channel::<Msg>(4096);
     let handle = source::start(src, tx.clone()).context("starting the source thread")?;
-    let mut guard = terminal::TerminalGuard::new().context("setting up the terminal")?;
-    let input_tx = tx;
+    let res = keys_then_loop(tx, &mut guard, &mut state, &rx);
+    drop(guard);
+    // Senders fail from here on, so a source blocked on a full channel lets go.
+    drop(rx);
+    handle.stop();
+    res
+}
+
+/// Starts the input thread and runs the loop until `q`.
+fn keys_then_loop(
+    tx: std::sync::mpsc::SyncSender<Msg>,
+    guard: &mut terminal::TerminalGuard,
+    state: &mut State,
+    rx: &Receiver<Msg>,
+) -> Result<()> {
     std::thread::Builder::new()
         .name("cniscope-tui-keys".into())
         .spawn(move || {
@@ -137,20 +159,15 @@ pub fn run(args: TuiArgs) -> Result<()> {
                     Ok(_) => continue,
                     Err(_) => return,
                 };
-                if input_tx.send(msg).is_err() {
+                if tx.send(msg).is_err() {
                     return;
                 }
             }
         })
         .context("starting the input thread")?;
     let size = guard.terminal.size().context("terminal size")?;
-    app::update(&mut state, Msg::Resize(size.width, size.height));
-    let res = event_loop(&mut guard, &mut state, &rx);
-    drop(guard);
-    // Senders fail from here on, so a source blocked on a full channel lets go.
-    drop(rx);
-    handle.stop();
-    res
+    app::update(state, Msg::Resize(size.width, size.height));
+    event_loop(guard, state, rx)
 }
 
 /// At most this long is spent applying queued messages before a frame is drawn.
