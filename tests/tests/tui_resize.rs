@@ -49,7 +49,7 @@ fn ten_thousand_invocations_through_resizes() {
         &[],
     );
     let start = Instant::now();
-    let s = t.wait_for("10 000 invocations", Duration::from_secs(120), |s| {
+    let s = t.wait_for("10 000 invocations", Duration::from_secs(300), |s| {
         s.contains("10000 inv")
     });
     eprintln!("10 000 invocations loaded in {:?}", start.elapsed());
