@@ -6,7 +6,7 @@
 //! cost of writing the changed cells to a real terminal is not included.
 
 use cniscope::ui::app::{Msg, State, update};
-use cniscope::ui::store::prepare;
+use cniscope::ui::prepare::prepare;
 use cniscope::ui::theme::Theme;
 use cniscope::ui::view::view;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

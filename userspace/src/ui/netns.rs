@@ -8,8 +8,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use serde_json::Value;
 
-use super::app::{self, NetnsFocus, State};
+use super::app::{NetnsFocus, State};
 use super::model;
+use super::navigate;
 use super::text::pad;
 
 /// Rows of the namespace list (for `n` namespaces, at most a third of the area) and of the
@@ -47,7 +48,7 @@ pub fn render(s: &State, f: &mut Frame, area: Rect) {
         focus_style(s.netns_focus == NetnsFocus::List),
     ));
     let order = &s.store.netns_order;
-    let sel = app::netns_index(s).unwrap_or(0);
+    let sel = navigate::netns_index(s).unwrap_or(0);
     for (i, inode) in order
         .iter()
         .enumerate()
@@ -79,7 +80,7 @@ pub fn render(s: &State, f: &mut Frame, area: Rect) {
     while lines.len() < list_h + 1 {
         lines.push(Line::raw(""));
     }
-    let cur = app::selected_netns(s);
+    let cur = navigate::selected_netns(s);
     // The selected namespace: pod and tag.
     match cur {
         Some(n) => {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::app::{Msg, SourceMsg};
-use super::store::prepare;
+use super::prepare::prepare;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -379,7 +379,7 @@ mod tests {
         assert!(pump(&mut r, &mut buf, &tx).is_ok_and(|alive| alive));
         assert!(matches!(
             rx.try_recv(),
-            Ok(Msg::Data(super::super::store::Prepared::SnapshotEnd))
+            Ok(Msg::Data(super::super::prepare::Prepared::SnapshotEnd))
         ));
         assert!(rx.try_recv().is_err());
         assert_eq!(buf, b"{\"type\":\"lag");

@@ -1,7 +1,7 @@
 //! What the TUI keeps, bounded: the newest `retain` invocations as one-line rows (the full line
 //! kept LZ4-compressed and decoded only when opened), and per network namespace its pod, tag and
-//! change history. Lines are turned into [`Prepared`] items on the source threads, so the UI
-//! thread only inserts.
+//! change history. Lines are turned into rows and changes on the source threads
+//! ([`super::prepare`]), so the UI thread only inserts.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -9,7 +9,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::filter::Filter;
-use super::model::{self, AgentEvent, Invocation, Line, Op, Stats, Step};
+use super::model::{self, Invocation, Line, Op};
+use super::prepare::NetnsFacts;
 
 /// Lower-cased fields the filter looks at.
 #[derive(Debug, Clone, Default)]
@@ -75,183 +76,6 @@ pub struct Netns {
     pub last_ns: u64,
     pub cni_runs: u32,
     seen: HashSet<(u64, u32, u32, String)>,
-}
-
-/// Facts about one namespace learned from a line.
-#[derive(Debug, Clone, Default)]
-pub struct NetnsFacts {
-    pub inode: u32,
-    pub name: Option<String>,
-    pub pod: Option<String>,
-    pub tag: Option<Arc<Value>>,
-    pub cni_run: bool,
-}
-
-/// A line, ready to insert.
-#[derive(Debug, Clone)]
-pub enum Prepared {
-    Invocation {
-        row: Box<Row>,
-        facts: Vec<NetnsFacts>,
-        changes: Vec<Change>,
-    },
-    Netlink {
-        facts: NetnsFacts,
-        change: Change,
-    },
-    Stats(Stats),
-    Agent(AgentEvent),
-    SnapshotEnd,
-    Lagged(u64),
-    Ignored,
-    Bad(String),
-}
-
-fn netns_basename(path: &str) -> Option<String> {
-    path.rsplit('/')
-        .next()
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}
-
-fn collect_ops(steps: &[Step], cmd: &str, via: Option<&str>, out: &mut Vec<Change>) {
-    for s in steps {
-        for op in &s.netlink {
-            let mut source = format!("{} {cmd}", s.plugin);
-            if let Some(v) = via {
-                source.push_str(&format!(" (via {v})"));
-            }
-            if op.comm != s.plugin && !op.comm.is_empty() {
-                source.push_str(&format!(" · {}", op.comm));
-            }
-            out.push(Change {
-                ts_ns: op.ts_ns,
-                source,
-                in_cni: true,
-                op: Arc::new(op.clone()),
-            });
-        }
-        collect_ops(&s.delegates, cmd, Some(&s.plugin), out);
-        for inv in &s.invocations {
-            collect_ops(&inv.steps, &inv.command, Some(&s.plugin), out);
-        }
-    }
-}
-
-fn all_plugins(steps: &[Step], out: &mut Vec<String>) {
-    for s in steps {
-        let p = s.plugin.to_lowercase();
-        if !out.contains(&p) {
-            out.push(p);
-        }
-        all_plugins(&s.delegates, out);
-        for inv in &s.invocations {
-            all_plugins(&inv.steps, out);
-        }
-    }
-}
-
-/// Builds the row and netns facts of an invocation line.
-pub fn prepare_invocation(line: &str, inv: &Invocation) -> Prepared {
-    let pod = inv.pod.as_ref().and_then(model::Pod::label);
-    let who = pod.clone().unwrap_or_else(|| {
-        let c = &inv.container_id;
-        c.get(..12).unwrap_or(c).to_string()
-    });
-    let verdict = if inv.verdict.ok {
-        if inv.partial { "partial" } else { "ok" }.to_string()
-    } else {
-        match &inv.verdict.plugin {
-            Some(p) => format!("FAIL {p}"),
-            None => "FAIL".into(),
-        }
-    };
-    let mut plugins = Vec::new();
-    all_plugins(&inv.steps, &mut plugins);
-    let row = Row {
-        seq: 0,
-        id: inv.id.clone(),
-        revision: inv.revision,
-        time: model::clock(&inv.ts).to_string(),
-        who,
-        command: inv.command.clone(),
-        chain: inv.chain.join("›"),
-        ok: inv.verdict.ok,
-        partial: inv.partial,
-        verdict,
-        duration_ns: inv.duration_ns,
-        search: Search {
-            pod: pod.clone().unwrap_or_default().to_lowercase(),
-            namespace: inv
-                .pod
-                .as_ref()
-                .and_then(|p| p.namespace.clone())
-                .unwrap_or_default()
-                .to_lowercase(),
-            container: inv.container_id.to_lowercase(),
-            command: inv.command.to_lowercase(),
-            plugins,
-            verdict: inv.verdict.summary.to_lowercase(),
-        },
-        packed: lz4_flex::compress_prepend_size(line.as_bytes()).into(),
-    };
-    let mut changes = Vec::new();
-    collect_ops(&inv.steps, &inv.command, None, &mut changes);
-    let mut facts = Vec::new();
-    if let Some(inode) = inv.netns_inode {
-        facts.push(NetnsFacts {
-            inode,
-            name: inv.netns.as_deref().and_then(netns_basename),
-            pod,
-            tag: inv.tag.clone().map(Arc::new),
-            cni_run: true,
-        });
-    }
-    for c in &changes {
-        if !facts.iter().any(|f| f.inode == c.op.netns) {
-            facts.push(NetnsFacts {
-                inode: c.op.netns,
-                name: c.op.netns_name.clone(),
-                ..Default::default()
-            });
-        }
-    }
-    Prepared::Invocation {
-        row: Box::new(row),
-        facts,
-        changes,
-    }
-}
-
-/// Parses and prepares one NDJSON line (on a source thread).
-pub fn prepare(line: &str) -> Prepared {
-    match model::parse(line) {
-        Line::Invocation(inv) => prepare_invocation(line, &inv),
-        Line::Netlink(n) => {
-            let source = format!("{}[{}]", n.op.comm, n.op.pid);
-            Prepared::Netlink {
-                facts: NetnsFacts {
-                    inode: n.op.netns,
-                    name: n.op.netns_name.clone(),
-                    pod: n.pod.as_ref().and_then(model::Pod::label),
-                    tag: None,
-                    cni_run: false,
-                },
-                change: Change {
-                    ts_ns: n.op.ts_ns,
-                    source,
-                    in_cni: false,
-                    op: Arc::new(n.op),
-                },
-            }
-        }
-        Line::Stats(s) => Prepared::Stats(s),
-        Line::Agent(a) => Prepared::Agent(a),
-        Line::SnapshotEnd => Prepared::SnapshotEnd,
-        Line::Lagged(n) => Prepared::Lagged(n),
-        Line::Other(_) => Prepared::Ignored,
-        Line::Bad(e) => Prepared::Bad(e),
-    }
 }
 
 /// Namespaces kept, and changes kept per namespace.
@@ -466,5 +290,104 @@ impl Store {
 
     pub fn retain(&self) -> usize {
         self.retain
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ui::model::Outcome;
+
+    fn row(id: &str, rev: u32, ok: bool) -> Row {
+        Row {
+            id: id.into(),
+            revision: rev,
+            ok,
+            ..Row::default()
+        }
+    }
+
+    fn change(netns: u32, ts_ns: u64, text: &str) -> Change {
+        Change {
+            ts_ns,
+            source: "ip[1]".into(),
+            in_cni: false,
+            op: Arc::new(Op {
+                ts_ns,
+                netns,
+                op: text.into(),
+                outcome: Outcome::default(),
+                ..Op::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn retention_drops_the_oldest() {
+        let mut s = Store::new(3);
+        for i in 0..5 {
+            assert_eq!(
+                s.insert_invocation(row(&format!("i{i}"), 1, true)),
+                Inserted::New(i)
+            );
+        }
+        assert_eq!((s.len(), s.visible_len(), s.evicted), (3, 3, 2));
+        assert_eq!(s.visible_row(0).map(|r| r.id.as_str()), Some("i4"));
+        assert_eq!(s.visible_row(2).map(|r| r.id.as_str()), Some("i2"));
+        assert!(s.visible_row(3).is_none() && s.row(1).is_none());
+        // An evicted id is new again.
+        assert_eq!(s.insert_invocation(row("i0", 1, true)), Inserted::New(5));
+    }
+
+    #[test]
+    fn revisions_replace_in_place_and_refilter() {
+        let mut s = Store::new(10);
+        s.insert_invocation(row("a", 1, true));
+        s.insert_invocation(row("b", 1, true));
+        s.set_filter(Filter::parse("", true));
+        assert_eq!(s.visible_len(), 0);
+        // A later revision that failed now matches "failures only", at its old place.
+        assert_eq!(
+            s.insert_invocation(row("a", 2, false)),
+            Inserted::Replaced(0)
+        );
+        assert_eq!(s.visible_len(), 1);
+        assert_eq!(s.position(0), Some(0));
+        // The same or an older revision (a reconnect's history) changes nothing.
+        assert_eq!(s.insert_invocation(row("a", 2, true)), Inserted::Duplicate);
+        assert_eq!(s.insert_invocation(row("a", 1, true)), Inserted::Duplicate);
+        assert_eq!(
+            s.insert_invocation(row("a", 3, true)),
+            Inserted::Replaced(0)
+        );
+        assert_eq!(s.visible_len(), 0);
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn netns_history_is_ordered_deduplicated_and_bounded() {
+        let mut s = Store::new(10);
+        s.netns_change(change(7, 30, "link set dev eth0 up"));
+        s.netns_change(change(7, 10, "link add eth0"));
+        s.netns_change(change(7, 10, "link add eth0"));
+        s.netns_change(change(9, 20, "route add 10.0.0.0/8"));
+        let h: Vec<u64> = s.netns[&7].history.iter().map(|c| c.ts_ns).collect();
+        assert_eq!(h, vec![10, 30]);
+        assert_eq!(s.netns_order, vec![7, 9]);
+        s.netns_change(change(9, 40, "route del 10.0.0.0/8"));
+        assert_eq!(s.netns_order, vec![9, 7]);
+        for i in 0..(MAX_HISTORY as u64 + 5) {
+            s.netns_change(change(7, 100 + i, "x"));
+        }
+        assert_eq!(s.netns[&7].history.len(), MAX_HISTORY);
+        for n in 0..(MAX_NETNS as u32 + 3) {
+            s.netns_change(change(1000 + n, 1_000_000 + u64::from(n), "y"));
+        }
+        assert_eq!(s.netns.len(), MAX_NETNS);
+        assert_eq!(s.netns_order.len(), MAX_NETNS);
+        assert!(
+            !s.netns.contains_key(&9),
+            "the least recently changed goes first"
+        );
     }
 }

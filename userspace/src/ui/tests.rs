@@ -8,7 +8,7 @@ use ratatui::backend::TestBackend;
 use ratatui::style::Color;
 
 use super::app::{Conn, Msg, SourceMsg, State, View, update};
-use super::store::prepare;
+use super::prepare::prepare;
 use super::theme::Theme;
 
 pub(super) const SESSION: &str = include_str!(concat!(

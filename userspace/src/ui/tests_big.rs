@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::app::{Msg, State, update};
-use super::store::prepare;
+use super::prepare::prepare;
 use super::tests::{SESSION, screen};
 use super::theme::Theme;
 
