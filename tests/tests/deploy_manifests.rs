@@ -163,8 +163,7 @@ fn daemonset_capabilities_are_exactly_the_documented_set_and_not_privileged() {
         );
     }
     // The documentation names every capability the agent gets.
-    let docs = std::fs::read_to_string(workspace_root().join("README.md"))
-        .expect("README.md");
+    let docs = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
     let security = docs
         .split("## Security")
         .nth(1)
