@@ -255,13 +255,19 @@ pub(super) fn ingest(s: &mut State, p: Prepared) {
             facts,
             changes,
         } => {
-            for f in facts {
-                s.store.netns_facts(f);
+            let res = s.store.insert_invocation(*row);
+            if res != Inserted::Duplicate {
+                let new = matches!(res, Inserted::New(_));
+                for mut f in facts {
+                    // A revision is the same run again.
+                    f.cni_run &= new;
+                    s.store.netns_facts(f);
+                }
+                for c in changes {
+                    s.store.netns_change(c);
+                }
             }
-            for c in changes {
-                s.store.netns_change(c);
-            }
-            match s.store.insert_invocation(*row) {
+            match res {
                 Inserted::New(seq) => {
                     count(s);
                     after_new_row(s, seq);

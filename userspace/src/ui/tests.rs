@@ -292,10 +292,20 @@ fn status_bar_shows_source_stats_and_disconnection() {
 #[test]
 fn a_reconnect_resending_history_adds_nothing() {
     let mut s = session(80, 24);
-    let before: Vec<usize> = s.store.netns.values().map(|n| n.history.len()).collect();
+    let counts = |s: &State| {
+        let mut v: Vec<(u32, usize, u32)> = s
+            .store
+            .netns
+            .values()
+            .map(|n| (n.inode, n.history.len(), n.cni_runs))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = counts(&s);
     feed(&mut s, SESSION);
     assert_eq!(s.store.len(), 4);
-    let after: Vec<usize> = s.store.netns.values().map(|n| n.history.len()).collect();
+    let after = counts(&s);
     assert_eq!(before, after);
 }
 
