@@ -170,6 +170,12 @@ impl Correlator {
             cni.command.unwrap_or_default(),
         );
         let parent_step = self.owner(e.ppid);
+        // A process a plugin starts inherits CNI_COMMAND (portmap's iptables, for one): it is a
+        // delegate plugin only if it runs from one of CNI_PATH's directories; otherwise it is
+        // listed under the step's spawned processes like any other child.
+        if parent_step.is_some() && !in_cni_path(e) {
+            return;
+        }
         let parent = match parent_step {
             Some(p) => {
                 let pc = self.steps[&p].exec.cni.clone().unwrap_or_default();
@@ -263,7 +269,7 @@ impl Correlator {
 
     /// A process of a plugin tree finished.
     pub fn on_run(&mut self, run: Run, look: &mut dyn Lookups) -> Vec<Output> {
-        if run.role == Role::Child {
+        if run.role == Role::Child || !self.steps.contains_key(&run.tgid) {
             if let Some(owner) = self.owner(run.ppid)
                 && let Some(s) = self.steps.get_mut(&owner)
             {
@@ -517,6 +523,20 @@ impl Correlator {
     }
 }
 
+/// Whether the executable lies in one of the directories of the process's CNI_PATH (true when
+/// there is no CNI_PATH to judge by).
+fn in_cni_path(e: &Exec) -> bool {
+    let Some(path) = e.cni.as_ref().and_then(|c| c.path.as_deref()) else {
+        return true;
+    };
+    if path.is_empty() {
+        return true;
+    }
+    let dir = e.filename.rsplit_once('/').map_or("", |(d, _)| d);
+    path.split(':')
+        .any(|p| !p.is_empty() && p.trim_end_matches('/') == dir)
+}
+
 /// System facts the correlator asks for; the live agent answers from the system (and records
 /// the answers), a replay from the recording.
 pub trait Lookups {
@@ -757,7 +777,8 @@ mod tests {
     fn a_delegate_for_another_interface_is_a_nested_invocation() {
         let mut c = Correlator::new(Config::default(), Clock::with_offset(0));
         let l = &mut NoLookups;
-        let m = exec(30, 3, "c3", "eth0", "ADD", "multus", 100 * MS);
+        let mut m = exec(30, 3, "c3", "eth0", "ADD", "multus", 100 * MS);
+        m.cni.as_mut().unwrap().path = Some("/opt/cni/bin".into());
         c.on_exec(&m, l);
         let d = exec(31, 30, "c3", "net1", "ADD", "macvlan", 105 * MS);
         c.on_exec(&d, l);
@@ -769,6 +790,29 @@ mod tests {
         assert_eq!(nested.len(), 1);
         assert_eq!(nested[0].ifname, "net1");
         assert_eq!(nested[0].chain, ["macvlan"]);
+    }
+
+    #[test]
+    fn a_child_outside_cni_path_is_spawned_not_a_delegate() {
+        let mut c = Correlator::new(Config::default(), Clock::with_offset(0));
+        let l = &mut NoLookups;
+        let mut p = exec(50, 5, "c5", "eth0", "ADD", "portmap", 100 * MS);
+        p.cni.as_mut().unwrap().path = Some("/opt/cni/bin:/usr/lib/cni".into());
+        c.on_exec(&p, l);
+        // iptables inherits the whole CNI environment.
+        let mut ipt = p.clone();
+        ipt.tgid = 51;
+        ipt.pid = 51;
+        ipt.ppid = 50;
+        ipt.filename = "/usr/sbin/iptables".into();
+        c.on_exec(&ipt, l);
+        c.on_run(run(&ipt, 102 * MS, 0, ""), l);
+        c.on_run(run(&p, 110 * MS, 0, "{}"), l);
+        let done = invs(c.tick(2_000 * MS, l));
+        let step = &done[0].steps[0];
+        assert!(step.delegates.is_empty(), "{:?}", step.delegates.len());
+        assert_eq!(step.spawned.len(), 1);
+        assert_eq!(step.spawned[0].filename, "/usr/sbin/iptables");
     }
 
     #[test]
