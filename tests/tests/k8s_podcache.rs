@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use cniscope_tests::agent::Agent;
 use cniscope_tests::k8s_fakeapi::{FakeK8s, namespace, pod};
 use cniscope_tests::plugin_chain::{Chain, DirGuard};
+use cniscope_tests::plugin_tlsapi::{Pki, TOKEN, TlsApi, Usage};
 use cniscope_tests::{require_root, unique};
 use serde_json::{Value, json};
 
@@ -252,4 +253,91 @@ fn pod_cache_via_fake_apiserver_plugin_reads_the_annotation_from_the_agent() {
     assert_eq!(inv["pod"]["uid"], "uid-from-cache", "{inv}");
     assert_eq!(inv["pod"]["labels"], json!({"app": "web-1"}));
     chain.bridge_del("1.0.0", Some(&prev));
+}
+
+/// The in-cluster shape over TLS (kube with rustls and ring): `https://127.0.0.1:PORT` with the
+/// CA as certificate-authority-data and a bearer token. The stand-in serves single objects only,
+/// so the watch fails (and is retried) while on-demand reads go through.
+#[test]
+fn pod_cache_via_fake_apiserver_over_https() {
+    use base64::Engine as _;
+    require_root();
+    let pki = Pki::new("cniscope-cache-ca");
+    let (cert, key) = pki.leaf("kube-apiserver", &["127.0.0.1"], Usage::Server);
+    let api = TlsApi::start(&cert, &key, None);
+    api.put(
+        "/api/v1/namespaces/lab/pods/web-1",
+        pod(
+            "lab",
+            "web-1",
+            "uid-tls",
+            "node-a",
+            json!({"app": "web-1"}),
+            json!({}),
+        ),
+    );
+    api.put(
+        "/api/v1/namespaces/lab",
+        namespace("lab", json!({"cniscope.io/commands-allowed": "true"})),
+    );
+    let dir = DirGuard::new("k8spctls");
+    let ca = base64::engine::general_purpose::STANDARD.encode(pki.ca_pem());
+    let kc = api.kubeconfig(
+        dir.path(),
+        "cache.kubeconfig",
+        &[("certificate-authority-data", &ca)],
+        &[("token", TOKEN)],
+    );
+    let agent = Agent::start(&[
+        "--kubeconfig",
+        kc.to_str().expect("utf-8 path"),
+        "--node-name",
+        "node-a",
+    ]);
+    let p = ask(
+        &agent,
+        &json!({"op": "pod", "namespace": "lab", "name": "web-1"}),
+    );
+    assert_eq!(p["metadata"]["uid"], "uid-tls", "{p}");
+    let ns = ask(&agent, &json!({"op": "namespace", "name": "lab"}));
+    assert_eq!(
+        ns["metadata"]["labels"]["cniscope.io/commands-allowed"], "true",
+        "{ns}"
+    );
+    assert!(
+        api.handshake_errors().is_empty(),
+        "{:?}",
+        api.handshake_errors()
+    );
+    // Another CA: a TLS error, answered within the plugin's deadline, nothing sent in clear.
+    let other = Pki::new("someone-else");
+    let bad = api.kubeconfig(
+        dir.path(),
+        "bad.kubeconfig",
+        &[(
+            "certificate-authority-data",
+            &base64::engine::general_purpose::STANDARD.encode(other.ca_pem()),
+        )],
+        &[("token", TOKEN)],
+    );
+    drop(agent);
+    let before = api.requests().len();
+    let agent = Agent::start(&[
+        "--kubeconfig",
+        bad.to_str().expect("utf-8 path"),
+        "--node-name",
+        "node-a",
+    ]);
+    let t = Instant::now();
+    let e = ask(
+        &agent,
+        &json!({"op": "pod", "namespace": "lab", "name": "web-1"}),
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(e["error"].is_string(), "{e}");
+    assert_eq!(api.requests().len(), before, "no request got through");
 }

@@ -267,7 +267,11 @@ async fn pod_cache_via_fake_apiserver_answers_within_the_plugins_deadline() {
     // Cached: at once, whatever the server does.
     let t = Instant::now();
     assert_eq!(ask(&c, "lab", "web-1").await["metadata"]["uid"], "uid-1");
-    assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
     // Not cached: the cache gives up on the server after 150 ms (the plugin waits 300 ms).
     for req in [
         json!({"op": "pod", "namespace": "lab", "name": "missing"}),
@@ -277,7 +281,7 @@ async fn pod_cache_via_fake_apiserver_answers_within_the_plugins_deadline() {
         let a = c.answer(&req).await;
         let took = t.elapsed();
         assert!(
-            took >= Duration::from_millis(140) && took < Duration::from_millis(250),
+            took >= Duration::from_millis(140) && took < Duration::from_millis(290),
             "{took:?}"
         );
         assert!(
@@ -315,7 +319,7 @@ async fn pod_cache_via_fake_apiserver_answers_within_the_plugins_deadline() {
     let a = ask(&dead, "lab", "web-1").await;
     assert!(a["error"].is_string(), "{a}");
     assert!(
-        t.elapsed() < Duration::from_millis(250),
+        t.elapsed() < Duration::from_millis(290),
         "{:?}",
         t.elapsed()
     );
