@@ -79,7 +79,7 @@ pub struct AgentArgs {
     /// A bpffs directory where the HELD map is pinned, so that the next agent resumes plugins this
     /// one held if it dies together with its guardian ("" to not pin).
     #[arg(long, default_value = "/sys/fs/bpf/cniscope")]
-    pub pin_dir: std::path::PathBuf,
+    pub pin_dir: String,
     /// Where cniscope-cni writes its netns tags.
     #[arg(long, default_value = "/run/cniscope/tags")]
     pub tag_dir: std::path::PathBuf,
@@ -139,7 +139,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         !args.no_hold,
         nl_scope,
         Duration::from_millis(args.linger_ms),
-        (!args.pin_dir.as_os_str().is_empty()).then(|| args.pin_dir.clone()),
+        (!args.pin_dir.is_empty()).then(|| std::path::PathBuf::from(&args.pin_dir)),
     )?;
     // Before any thread exists and before anything is attached (see guardian.rs).
     let guard = guardian::spawn(hooks.held_map_fd())?;
