@@ -186,12 +186,14 @@ impl Pipeline {
                 let mut req = req.clone();
                 // The kernel side looks this up only for `--netlink plugins`.
                 req.plugin_tree |= self.runs.contains(req.tgid);
-                if self.events {
-                    output::netlink_lines(&req, &mut self.names, &self.clock, true, out);
-                }
+                // Described once: the --events lines and the correlator share the result.
                 let ts = self.clock.rfc3339(req.ts_ns);
                 let netns_name = self.names.display(req.netns);
-                for d in describe(&req, &mut self.names) {
+                let described = describe(&req, &mut self.names);
+                if self.events {
+                    output::netlink_lines(&req, &described, &ts, netns_name.as_deref(), true, out);
+                }
+                for d in described {
                     match d {
                         Described::Change(c) => {
                             let op = Op {
@@ -208,12 +210,11 @@ impl Pipeline {
                                 self.emit(vec![o], out);
                             }
                         }
-                        Described::Undecodable(_) if self.events => {}
-                        Described::Undecodable(_) => {
-                            // Reported with the raw bytes, never dropped.
-                            output::netlink_lines(&req, &mut self.names, &self.clock, false, out);
-                            break;
+                        // Reported with the raw bytes, never dropped (already, with --events).
+                        Described::Undecodable(u) if !self.events => {
+                            output::undecodable_line(&req, &u, &ts, out)
                         }
+                        Described::Undecodable(_) => {}
                     }
                 }
             }

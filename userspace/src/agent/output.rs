@@ -185,40 +185,49 @@ struct NetlinkLine<'a> {
 /// does not parse) appended to `batch`. With `raw`, the request bytes are included (base64).
 pub fn netlink_lines(
     req: &crate::netlink::NlRequest,
-    names: &mut crate::netlink::names::Names,
-    clock: &Clock,
+    described: &[crate::netlink::describe::Described],
+    ts: &str,
+    netns_name: Option<&str>,
     raw: bool,
     batch: &mut Batch,
 ) {
-    use crate::netlink::describe::{Described, describe};
-    let ts = clock.rfc3339(req.ts_ns);
-    let netns_name = names.display(req.netns);
-    for d in describe(req, names) {
+    use crate::netlink::describe::Described;
+    for d in described {
         match d {
             Described::Change(c) => batch.push(&NetlinkLine {
                 kind: "netlink",
-                ts: &ts,
+                ts,
                 pid: req.pid,
                 tgid: req.tgid,
                 comm: &req.comm,
                 netns: req.netns,
-                netns_name: netns_name.as_deref(),
+                netns_name,
                 task_netns: req.task_netns,
                 plugin_tree: req.plugin_tree,
-                change: &c,
+                change: c,
                 request: raw.then(|| base64_of(&req.request)),
             }),
-            Described::Undecodable(u) => batch.push_value(&with_type(
-                "undecodable",
-                ts.clone(),
-                json!({
-                    "what": "netlink", "pid": req.pid, "comm": req.comm, "netns": req.netns,
-                    "msg_type": u.msg_type, "reason": u.reason,
-                    "request": base64_of(&req.request),
-                }),
-            )),
+            Described::Undecodable(u) => undecodable_line(req, u, ts, batch),
         }
     }
+}
+
+/// The `undecodable` line for a message of `req` that does not parse, with its raw bytes.
+pub fn undecodable_line(
+    req: &crate::netlink::NlRequest,
+    u: &crate::netlink::describe::Undecodable,
+    ts: &str,
+    batch: &mut Batch,
+) {
+    batch.push_value(&with_type(
+        "undecodable",
+        ts.to_string(),
+        json!({
+            "what": "netlink", "pid": req.pid, "comm": req.comm, "netns": req.netns,
+            "msg_type": u.msg_type, "reason": u.reason,
+            "request": base64_of(&req.request),
+        }),
+    ));
 }
 
 /// The line for a finished process run.
