@@ -130,7 +130,7 @@ fn with_type(kind: &str, ts: String, v: Value) -> Value {
 pub fn event_json(ev: &Event, clock: &Clock) -> Value {
     let ts = clock.rfc3339(ev.ts_ns());
     match ev {
-        Event::Exec(e) => with_type("exec", ts, json!(e)),
+        Event::Exec(e) => with_type("exec", ts, json!(&**e)),
         Event::Fork(e) => with_type("fork", ts, json!(e)),
         Event::Exit(e) => with_type("exit", ts, json!(e)),
         Event::Stdio(s) => {

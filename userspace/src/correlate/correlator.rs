@@ -41,6 +41,17 @@ impl Default for Config {
     }
 }
 
+/// What the correlator reads of a plugin's stdin (its network configuration).
+#[derive(serde::Deserialize)]
+struct StdinView {
+    // Values, not strings: a config with an odd `name` must still be read for its prevResult.
+    name: Option<Value>,
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    #[serde(rename = "prevResult")]
+    prev_result: Option<Value>,
+}
+
 /// Runtime pid (or parent step pid for nested), container id, ifname, command.
 type Key = (u32, String, String, String);
 
@@ -53,7 +64,7 @@ enum Parent {
 }
 
 struct OpenStep {
-    exec: Exec,
+    exec: std::sync::Arc<Exec>,
     parent: Parent,
     netns_inode: Option<u32>,
     ops: Vec<Op>,
@@ -77,7 +88,8 @@ struct OpenInv {
 
 /// What the correlator has to say.
 pub enum Output {
-    Invocation(Box<Invocation>),
+    /// Shared with the correlator, which keeps it for a while in case a late step reopens it.
+    Invocation(std::sync::Arc<Invocation>),
     Netns(Box<NetnsChange>),
 }
 
@@ -90,7 +102,7 @@ pub struct Correlator {
     steps: HashMap<u32, OpenStep>,
     invs: HashMap<Key, OpenInv>,
     /// Reported invocations that a late step may still reopen: key → (reported at, invocation).
-    done: HashMap<Key, (u64, Invocation)>,
+    done: HashMap<Key, (u64, std::sync::Arc<Invocation>)>,
     /// Pods of namespaces, for changes made later in them.
     pub netns_pods: HashMap<u32, Pod>,
     /// Finished nested invocations waiting for their parent step.
@@ -142,7 +154,7 @@ impl Correlator {
         self.remember_parent(child, parent);
     }
 
-    pub fn on_exec(&mut self, e: &Exec, look: &mut dyn Lookups) {
+    pub fn on_exec(&mut self, e: &std::sync::Arc<Exec>, look: &mut dyn Lookups) {
         self.remember_parent(e.tgid, e.ppid);
         if e.role != Role::Plugin {
             return;
@@ -209,7 +221,7 @@ impl Correlator {
         self.steps.insert(
             e.tgid,
             OpenStep {
-                exec: e.clone(),
+                exec: std::sync::Arc::clone(e),
                 parent,
                 netns_inode,
                 ops: Vec::new(),
@@ -229,6 +241,8 @@ impl Correlator {
         }
         let (steps, revision, id) = match self.done.remove(&key) {
             Some((at, inv)) if ts.saturating_sub(at) <= self.cfg.late_window_ns => {
+                // Reported lines have been written by now: this is the only holder left.
+                let inv = std::sync::Arc::unwrap_or_clone(inv);
                 (inv.steps, inv.revision + 1, inv.id)
             }
             _ => (Vec::new(), 1, format!("{}-{}-{}", key.0, key.2, ts)),
@@ -287,13 +301,7 @@ impl Correlator {
         let Some(open) = self.steps.remove(&run.tgid) else {
             return Vec::new();
         };
-        let mut step = self.build_step(
-            open.exec.clone(),
-            run,
-            open.ops,
-            open.spawned,
-            open.delegates,
-        );
+        let mut step = self.build_step(run, open.ops, open.spawned, open.delegates);
         step.netns_inode = open.netns_inode;
         for key in &open.nested {
             if let Some(inv) = self.invs.remove(key) {
@@ -326,35 +334,41 @@ impl Correlator {
 
     fn build_step(
         &mut self,
-        exec: Exec,
         run: Run,
         ops: Vec<Op>,
         spawned: Vec<Spawned>,
         delegates: Vec<Step>,
     ) -> Step {
-        // Parse stdout once (a result or a CNI error); stdin only when something needs it.
+        // Parse stdout once (a result or a CNI error); stdin only when something needs it, and
+        // then only the two fields used (serde skips the rest without building it).
         let result: Option<Value> = serde_json::from_slice(&run.stdout.0).ok();
         let error = result.as_ref().and_then(cni_error_value);
         let code = run.exit.as_ref().and_then(|x| x.code);
         let ok = code == Some(0) && error.is_none();
-        let is_add = exec.cni.as_ref().and_then(|c| c.command.as_deref()) == Some("ADD");
-        let config: Option<Value> = if (is_add && ok && result.is_some()) || run.filename.is_empty()
-        {
-            serde_json::from_slice(&run.stdin.0).ok()
-        } else {
-            None
-        };
+        let is_add = run.cni.as_ref().and_then(|c| c.command.as_deref()) == Some("ADD");
+        let config: Option<StdinView> =
+            if (is_add && ok && result.is_some()) || run.filename.is_empty() {
+                serde_json::from_slice(&run.stdin.0).ok()
+            } else {
+                None
+            };
         let diff = (is_add && ok && result.is_some()).then(|| {
             diff(
-                config.as_ref().and_then(|c| c.get("prevResult")),
+                config.as_ref().and_then(|c| c.prev_result.as_ref()),
                 result.as_ref(),
             )
         });
         Step {
             index: 0,
-            cni: exec.cni.clone(),
+            cni: run.cni,
             netns_inode: None,
-            plugin: plugin_name(config.as_ref(), &run.filename),
+            plugin: plugin_name(
+                config
+                    .as_ref()
+                    .and_then(|c| c.kind.as_ref())
+                    .and_then(Value::as_str),
+                &run.filename,
+            ),
             path: run.filename,
             pid: run.tgid,
             ppid: run.ppid,
@@ -393,15 +407,17 @@ impl Correlator {
             s.index = i;
         }
         let first = steps.first();
-        let cfg: Option<Value> = first.and_then(|s| serde_json::from_slice(&s.stdin.0).ok());
+        let cfg: Option<StdinView> = first.and_then(|s| serde_json::from_slice(&s.stdin.0).ok());
         let cni = first.and_then(|s| s.cni.clone()).unwrap_or_default();
         let mut pod = cni.args.as_deref().and_then(Pod::from_cni_args);
         let netns_inode = first.and_then(|s| s.netns_inode);
         let start_ns = first.map(|s| s.start_ns).unwrap_or(0);
         let end_ns = steps.iter().filter_map(|s| s.end_ns).max();
         // What cniscope-cni recorded for this container and interface in the pod's netns.
-        let tag = netns_inode.and_then(|i| look.tag(i)).and_then(|t| {
-            let atts = t.get("attachments")?.as_array()?.clone();
+        let tag = netns_inode.and_then(|i| look.tag(i)).and_then(|mut t| {
+            let Value::Array(atts) = t.get_mut("attachments")?.take() else {
+                return None;
+            };
             atts.into_iter().find(|a| {
                 a.get("container_id").and_then(Value::as_str) == Some(key.1.as_str())
                     && a.get("ifname").and_then(Value::as_str) == Some(key.2.as_str())
@@ -453,10 +469,8 @@ impl Correlator {
             netns: cni.netns,
             netns_inode,
             network: cfg
-                .as_ref()
-                .and_then(|c| c.get("name"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
+                .and_then(|c| c.name)
+                .and_then(|n| n.as_str().map(str::to_string)),
             pod,
             runtime: Runtime {
                 pid: key.0,
@@ -487,9 +501,9 @@ impl Correlator {
         let mut out = Vec::new();
         for key in due {
             if let Some(inv) = self.invs.remove(&key) {
-                let done = self.finish(inv, false, look);
-                self.remember_done(key, now_ns, done.clone());
-                out.push(Output::Invocation(Box::new(done)));
+                let done = std::sync::Arc::new(self.finish(inv, false, look));
+                self.remember_done(key, now_ns, std::sync::Arc::clone(&done));
+                out.push(Output::Invocation(done));
             }
         }
         // Forget reported invocations no late step can reopen any more.
@@ -499,7 +513,7 @@ impl Correlator {
         out
     }
 
-    fn remember_done(&mut self, key: Key, now_ns: u64, inv: Invocation) {
+    fn remember_done(&mut self, key: Key, now_ns: u64, inv: std::sync::Arc<Invocation>) {
         if self.done.len() > 4096 {
             self.done.clear();
         }
@@ -515,7 +529,9 @@ impl Correlator {
             if let Some(inv) = self.invs.remove(&key)
                 && inv.nested_in.is_none()
             {
-                out.push(Output::Invocation(Box::new(self.finish(inv, true, look))));
+                out.push(Output::Invocation(std::sync::Arc::new(
+                    self.finish(inv, true, look),
+                )));
             }
         }
         self.steps.clear();
@@ -654,8 +670,16 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    fn exec(tgid: u32, ppid: u32, cid: &str, ifname: &str, cmd: &str, file: &str, ts: u64) -> Exec {
-        Exec {
+    fn exec(
+        tgid: u32,
+        ppid: u32,
+        cid: &str,
+        ifname: &str,
+        cmd: &str,
+        file: &str,
+        ts: u64,
+    ) -> std::sync::Arc<Exec> {
+        std::sync::Arc::new(Exec {
             ts_ns: ts,
             pid: tgid,
             tgid,
@@ -679,7 +703,7 @@ mod tests {
             held: false,
             unheld: false,
             env_tail: false,
-        }
+        })
     }
 
     fn run(e: &Exec, end: u64, code: i32, stdout: &str) -> Run {
@@ -714,7 +738,7 @@ mod tests {
     fn invs(outs: Vec<Output>) -> Vec<Invocation> {
         outs.into_iter()
             .filter_map(|o| match o {
-                Output::Invocation(i) => Some(*i),
+                Output::Invocation(i) => Some(std::sync::Arc::unwrap_or_clone(i)),
                 Output::Netns(_) => None,
             })
             .collect()
@@ -778,7 +802,7 @@ mod tests {
         let mut c = Correlator::new(Config::default(), Clock::with_offset(0));
         let l = &mut NoLookups;
         let mut m = exec(30, 3, "c3", "eth0", "ADD", "multus", 100 * MS);
-        m.cni.as_mut().unwrap().path = Some("/opt/cni/bin".into());
+        std::sync::Arc::make_mut(&mut m).cni.as_mut().unwrap().path = Some("/opt/cni/bin".into());
         c.on_exec(&m, l);
         let d = exec(31, 30, "c3", "net1", "ADD", "macvlan", 105 * MS);
         c.on_exec(&d, l);
@@ -797,14 +821,16 @@ mod tests {
         let mut c = Correlator::new(Config::default(), Clock::with_offset(0));
         let l = &mut NoLookups;
         let mut p = exec(50, 5, "c5", "eth0", "ADD", "portmap", 100 * MS);
-        p.cni.as_mut().unwrap().path = Some("/opt/cni/bin:/usr/lib/cni".into());
+        std::sync::Arc::make_mut(&mut p).cni.as_mut().unwrap().path =
+            Some("/opt/cni/bin:/usr/lib/cni".into());
         c.on_exec(&p, l);
         // iptables inherits the whole CNI environment.
-        let mut ipt = p.clone();
+        let mut ipt = (*p).clone();
         ipt.tgid = 51;
         ipt.pid = 51;
         ipt.ppid = 50;
         ipt.filename = "/usr/sbin/iptables".into();
+        let ipt = std::sync::Arc::new(ipt);
         c.on_exec(&ipt, l);
         c.on_run(run(&ipt, 102 * MS, 0, ""), l);
         c.on_run(run(&p, 110 * MS, 0, "{}"), l);

@@ -6,16 +6,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-/// `K=V;K2=V2` as the runtime passes CNI_ARGS.
-pub fn parse_cni_args(s: &str) -> BTreeMap<String, String> {
-    s.split(';')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.trim().to_string(), v.to_string()))
-        })
-        .collect()
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Pod {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,13 +21,20 @@ pub struct Pod {
 
 impl Pod {
     pub fn from_cni_args(args: &str) -> Option<Pod> {
-        let m = parse_cni_args(args);
-        let pod = Pod {
-            namespace: m.get("K8S_POD_NAMESPACE").cloned(),
-            name: m.get("K8S_POD_NAME").cloned(),
-            uid: m.get("K8S_POD_UID").cloned(),
-            labels: None,
-        };
+        // `K=V;K2=V2` as the runtime passes CNI_ARGS; a later duplicate wins.
+        let mut pod = Pod::default();
+        for kv in args.split(';') {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let slot = match k.trim() {
+                "K8S_POD_NAMESPACE" => &mut pod.namespace,
+                "K8S_POD_NAME" => &mut pod.name,
+                "K8S_POD_UID" => &mut pod.uid,
+                _ => continue,
+            };
+            *slot = Some(v.to_string());
+        }
         (pod.name.is_some() || pod.uid.is_some()).then_some(pod)
     }
 
@@ -103,17 +100,13 @@ impl Pod {
 }
 
 /// The plugin's name: the executable's base name (a delegated IPAM plugin reads its parent's
-/// config, whose `type` names the parent), else the config's `type`.
-pub fn plugin_name(config: Option<&Value>, filename: &str) -> String {
+/// config, whose `type` names the parent), else the config's `type` (`config_type`).
+pub fn plugin_name(config_type: Option<&str>, filename: &str) -> String {
     let base = filename.rsplit('/').next().unwrap_or(filename);
     if !base.is_empty() {
         return base.to_string();
     }
-    config
-        .and_then(|c| c.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("?")
-        .to_string()
+    config_type.unwrap_or("?").to_string()
 }
 
 /// A CNI error reply (`{"code": N, "msg": …}`) printed on stdout, if that is what it is.
@@ -188,12 +181,11 @@ mod tests {
 
     #[test]
     fn names_and_errors() {
-        let c: Value = serde_json::json!({"type": "bridge"});
         assert_eq!(
-            plugin_name(Some(&c), "/usr/lib/cni/host-local"),
+            plugin_name(Some("bridge"), "/usr/lib/cni/host-local"),
             "host-local"
         );
-        assert_eq!(plugin_name(Some(&c), ""), "bridge");
+        assert_eq!(plugin_name(Some("bridge"), ""), "bridge");
         assert_eq!(plugin_name(None, "/usr/lib/cni/host-local"), "host-local");
         let e = cni_error(br#"{"cniVersion":"1.0.0","code":7,"msg":"bad"}"#).unwrap();
         assert_eq!(e["code"], 7);

@@ -57,7 +57,7 @@ pub struct ExitInfo {
 }
 
 struct Open {
-    exec: Exec,
+    exec: std::sync::Arc<Exec>,
     streams: [Vec<u8>; 3],
     gaps: Vec<String>,
     seq: u64,
@@ -178,6 +178,8 @@ fn finish(o: Open, exit: Option<&Exit>) -> Run {
         mut gaps,
         ..
     } = o;
+    // The correlator has let go of a child's exec by now, so this rarely copies.
+    let exec = std::sync::Arc::unwrap_or_clone(exec);
     let [stdin, stdout, stderr] = streams;
     let mut cut = Cut::default();
     if let Some(x) = exit {
@@ -244,7 +246,7 @@ mod tests {
     use crate::events::{Stdio, Stream};
 
     fn exec(tgid: u32) -> Event {
-        Event::Exec(Exec {
+        Event::Exec(std::sync::Arc::new(Exec {
             ts_ns: 100,
             pid: tgid,
             tgid,
@@ -261,7 +263,7 @@ mod tests {
             held: true,
             unheld: false,
             env_tail: false,
-        })
+        }))
     }
 
     fn chunk(tgid: u32, stream: Stream, offset: u64, data: &[u8]) -> Event {

@@ -51,16 +51,25 @@ pub fn split_block(b: &[u8]) -> Vec<String> {
 /// environment a runtime builds (Go's exec de-duplicates keeping the last).
 pub fn cni_env(window: &[u8], tail: bool) -> CniEnv {
     let mut env = CniEnv::default();
-    let mut parts = window.split(|&c| c == 0);
-    if tail {
-        parts.next();
-    }
-    for var in parts {
-        // Only CNI_* variables matter; look at nothing else (a runtime's environment is long).
-        if !var.starts_with(b"CNI_") {
+    // With a tail window the bytes before the first NUL are a fragment, never a variable.
+    let start = if tail {
+        match memchr::memchr(0, window) {
+            Some(i) => i + 1,
+            None => return env,
+        }
+    } else {
+        0
+    };
+    let window = &window[start..];
+    // Only CNI_* variables matter and a runtime's environment is long: jump from one "CNI_"
+    // to the next (SIMD search) and keep those that start a variable.
+    for at in memchr::memmem::find_iter(window, b"CNI_") {
+        if at != 0 && window[at - 1] != 0 {
             continue;
         }
-        let Some(eq) = var.iter().position(|&c| c == b'=') else {
+        let var = &window[at..];
+        let var = &var[..memchr::memchr(0, var).unwrap_or(var.len())];
+        let Some(eq) = memchr::memchr(b'=', var) else {
             continue;
         };
         let (k, v) = (&var[..eq], &var[eq + 1..]);
@@ -78,16 +87,53 @@ pub fn cni_env(window: &[u8], tail: bool) -> CniEnv {
     env
 }
 
+/// The fixed part of an exec record (everything before `filename`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ExecHead {
+    hdr: abi::Header,
+    ppid: u32,
+    netns: u32,
+    cgroup_id: u64,
+    role: u32,
+    uid: u32,
+    filename_len: u32,
+    argv_len: u32,
+    argv_total: u32,
+    env_len: u32,
+    env_total: u32,
+    _pad0: u32,
+    comm: [u8; 16],
+}
+const EXEC_FILENAME: usize = std::mem::offset_of!(abi::ExecEvent, filename);
+const EXEC_ARGV: usize = std::mem::offset_of!(abi::ExecEvent, argv);
+const EXEC_ENV: usize = std::mem::offset_of!(abi::ExecEvent, env);
+const _: () = assert!(size_of::<ExecHead>() == EXEC_FILENAME);
+
+/// Reads the head `H` of a fixed-size record of type `T` (checking the whole length) without
+/// copying the rest: the byte arrays behind the head are read in place.
+fn read_head<H: Copy, T>(buf: &[u8]) -> Result<H, String> {
+    if buf.len() != size_of::<T>() {
+        return Err(format!(
+            "record is {} bytes, expected {}",
+            buf.len(),
+            size_of::<T>()
+        ));
+    }
+    read_exact::<H>(&buf[..size_of::<H>()])
+}
+
 fn exec(buf: &[u8]) -> Result<Event, String> {
-    let e: abi::ExecEvent = read_exact(buf)?;
+    let e: ExecHead = read_head::<ExecHead, abi::ExecEvent>(buf)?;
     let role = role(e.role)?;
     let fl = e.hdr.flags;
     let filename_len = (e.filename_len as usize).min(abi::MAX_FILENAME);
     let argv_len = (e.argv_len as usize).min(abi::MAX_ARGV);
     let env_len = (e.env_len as usize).min(abi::MAX_ENV);
     let env_tail = fl & abi::EXEC_F_ENV_TAIL != 0;
-    let cni = (role == Role::Plugin).then(|| cni_env(&e.env[..env_len], env_tail));
-    Ok(Event::Exec(Exec {
+    let env = &buf[EXEC_ENV..EXEC_ENV + env_len];
+    let cni = (role == Role::Plugin).then(|| cni_env(env, env_tail));
+    Ok(Event::Exec(std::sync::Arc::new(Exec {
         ts_ns: e.hdr.ts_ns,
         pid: e.hdr.pid,
         tgid: e.hdr.tgid,
@@ -97,14 +143,15 @@ fn exec(buf: &[u8]) -> Result<Event, String> {
         cgroup_id: e.cgroup_id,
         uid: e.uid,
         comm: cstr(&e.comm),
-        filename: String::from_utf8_lossy(&e.filename[..filename_len]).into_owned(),
-        argv: split_block(&e.argv[..argv_len]),
+        filename: String::from_utf8_lossy(&buf[EXEC_FILENAME..EXEC_FILENAME + filename_len])
+            .into_owned(),
+        argv: split_block(&buf[EXEC_ARGV..EXEC_ARGV + argv_len]),
         argv_cut: fl & abi::EXEC_F_ARGV_CUT != 0,
         cni,
         held: fl & abi::EXEC_F_HELD != 0,
         unheld: fl & abi::EXEC_F_UNHELD != 0,
         env_tail,
-    }))
+    })))
 }
 
 fn exit(buf: &[u8]) -> Result<Event, String> {
@@ -130,8 +177,20 @@ fn exit(buf: &[u8]) -> Result<Event, String> {
     }))
 }
 
+/// The fixed part of a stdio record (everything before `data`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct StdioHead {
+    hdr: abi::Header,
+    fd: u32,
+    len: u32,
+    offset: u64,
+}
+const STDIO_DATA: usize = std::mem::offset_of!(abi::StdioEvent, data);
+const _: () = assert!(size_of::<StdioHead>() == STDIO_DATA);
+
 fn stdio(buf: &[u8]) -> Result<Event, String> {
-    let e: abi::StdioEvent = read_exact(buf)?;
+    let e: StdioHead = read_head::<StdioHead, abi::StdioEvent>(buf)?;
     let stream = Stream::from_fd(e.fd).ok_or_else(|| format!("unknown stdio fd {}", e.fd))?;
     let len = e.len as usize;
     if len > abi::CHUNK {
@@ -146,7 +205,7 @@ fn stdio(buf: &[u8]) -> Result<Event, String> {
         tgid: e.hdr.tgid,
         stream,
         offset: e.offset,
-        data: e.data[..len].to_vec(),
+        data: buf[STDIO_DATA..STDIO_DATA + len].to_vec(),
     }))
 }
 
@@ -285,7 +344,7 @@ mod tests {
         assert_eq!(x.filename, "/usr/lib/cni/bridge");
         assert_eq!(x.argv, ["/usr/lib/cni/bridge", "--x"]);
         assert!(x.held && x.env_tail && !x.unheld);
-        let cni = x.cni.unwrap();
+        let cni = x.cni.clone().unwrap();
         assert_eq!(cni.command.as_deref(), Some("ADD"));
         assert_eq!(cni.ifname.as_deref(), Some("net1"), "last duplicate wins");
         assert_eq!(cni.netns.as_deref(), Some("/run/netns/x"));

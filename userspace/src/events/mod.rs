@@ -115,7 +115,7 @@ pub struct Stdio {
 /// One decoded ring-buffer record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Exec(Exec),
+    Exec(std::sync::Arc<Exec>),
     Fork(Fork),
     Exit(Exit),
     Stdio(Stdio),
