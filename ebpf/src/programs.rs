@@ -707,18 +707,77 @@ pub fn cniscope_nl_send(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Room to read several fields of one kernel struct with one helper call (see `read_window`).
+#[map(name = "NL_WIN")]
+static NL_WIN: PerCpuArray<[u64; 32]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Copies the `span` bytes at `addr` into `win`: one helper call for several fields of one
+/// struct (the loader checks that they lie within 256 bytes, 8-byte aligned to the first).
+#[inline(always)]
+fn read_window(win: &mut [u64; 32], addr: u64, span: u32) -> bool {
+    let n = span & 255;
+    n != 0
+        && unsafe { raw_read_kernel(win.as_mut_ptr() as *mut c_void, n, addr as *const c_void) }
+            == 0
+}
+
+/// The 8-byte word at struct offset `off` from a window read at struct offset `base`.
+#[inline(always)]
+fn word(win: &[u64; 32], base: u32, off: u32) -> u64 {
+    win[(off.wrapping_sub(base) / 8) as usize & 31]
+}
+
+#[inline(always)]
+fn min2(a: u32, b: u32) -> u32 {
+    if a < b { a } else { b }
+}
+
+#[inline(always)]
+fn max2(a: u32, b: u32) -> u32 {
+    if a > b { a } else { b }
+}
+
 fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     let off = offsets().ok_or(0i64)?;
-    // The cheap test first: this runs for every send of every socket on the node.
-    let family: u16 = unsafe { ctx.read_at(off.tp_send_family as usize) }.map_err(|e| e as i64)?;
+    // The cheap test first: this runs for every send of every socket on the node. One read of
+    // the record's sk..ret bytes (the loader checks they lie within 32 bytes from `sk`).
+    let mut rec = [0u8; 32];
+    let rec_span = max2(
+        max2(off.tp_send_family + 2, off.tp_send_protocol + 2),
+        max2(off.tp_send_ret + 4, off.tp_send_sk + 8),
+    ) - off.tp_send_sk;
+    let n = rec_span & 31;
+    if n < 8
+        || unsafe {
+            raw_read_kernel(
+                rec.as_mut_ptr() as *mut c_void,
+                n,
+                (ctx_ptr(ctx) + off.tp_send_sk as u64) as *const c_void,
+            )
+        } != 0
+    {
+        return Ok(());
+    }
+    let at = |o: u32| (o.wrapping_sub(off.tp_send_sk)) as usize;
+    let u16_at = |o: u32| u16::from_ne_bytes([rec[at(o) & 31], rec[(at(o) + 1) & 31]]);
+    let family = u16_at(off.tp_send_family);
     if family != AF_NETLINK {
         return Ok(());
     }
-    let proto: u16 = unsafe { ctx.read_at(off.tp_send_protocol as usize) }.map_err(|e| e as i64)?;
-    let ret: i32 = unsafe { ctx.read_at(off.tp_send_ret as usize) }.map_err(|e| e as i64)?;
+    let proto = u16_at(off.tp_send_protocol);
+    let r = at(off.tp_send_ret);
+    let ret = i32::from_ne_bytes([
+        rec[r & 31],
+        rec[(r + 1) & 31],
+        rec[(r + 2) & 31],
+        rec[(r + 3) & 31],
+    ]);
     if proto != NETLINK_ROUTE || ret < 16 {
         return Ok(());
     }
+    let sk = u64::from_ne_bytes([
+        rec[0], rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7],
+    ]);
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     // Whether the sender is a plugin's is looked up here only when it decides; otherwise the
@@ -757,17 +816,9 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     if buf == 0 || len < 16 {
         return Ok(());
     }
-    // nlmsghdr: len u32, type u16, flags u16, seq u32, pid u32.
-    let ty: u16 = unsafe { uread((buf + 4) as *const u16) }.unwrap_or(0);
-    if !is_change(ty) {
-        return Ok(());
-    }
-    count(C_NL_SEEN, 1);
-    if tracked {
-        flags |= NL_F_TRACKED;
-    }
 
-    // Built in per-CPU scratch and sent with only the bytes used (see NetlinkEvent).
+    // Built in per-CPU scratch and sent with only the bytes used (see NetlinkEvent). The
+    // request is copied first and its type read from the copy: one user read, not two.
     let ev = NL_EVENT.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU scratch owned by this program for its run.
     let ev = unsafe { &mut *ev };
@@ -777,20 +828,31 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
         flags |= NL_F_REQ_CUT;
     }
     let n32 = (n as u32) & (NL_MAX_REQ as u32 * 2 - 1);
-    ev.req_len = 0;
-    if n32 as usize <= NL_MAX_REQ {
-        // SAFETY: n32 <= NL_MAX_REQ < size of `data`.
-        let r = unsafe {
-            bpf_probe_read_user(
-                ev.data.as_mut_ptr() as *mut c_void,
-                n32,
-                buf as *const c_void,
-            )
-        };
-        if r == 0 {
-            ev.req_len = n32;
-        }
+    if n32 < 16 || n32 as usize > NL_MAX_REQ {
+        return Ok(());
     }
+    // SAFETY: 16 <= n32 <= NL_MAX_REQ < size of `data`.
+    let r = unsafe {
+        bpf_probe_read_user(
+            ev.data.as_mut_ptr() as *mut c_void,
+            n32,
+            buf as *const c_void,
+        )
+    };
+    if r != 0 {
+        return Ok(());
+    }
+    // nlmsghdr: len u32, type u16, flags u16, seq u32, pid u32.
+    let ty = u16::from_ne_bytes([ev.data[4], ev.data[5]]);
+    if !is_change(ty) {
+        return Ok(());
+    }
+    ev.req_len = n32;
+    count(C_NL_SEEN, 1);
+    if tracked {
+        flags |= NL_F_TRACKED;
+    }
+
     ev.req_total = len as u32;
     ev.target_netns = 0;
     ev.peer_netns = 0;
@@ -798,9 +860,19 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
         (ev.target_netns, ev.peer_netns) = link_move_targets(&off, task, buf, len);
     }
 
-    let sk: u64 = unsafe { ctx.read_at(off.tp_send_sk as usize) }.unwrap_or(0);
     ev.sk = sk;
-    let net: u64 = unsafe { kread(sk, off.sock_net) };
+    // The socket's namespace and receive queue: one read of struct sock's window.
+    let wp = NL_WIN.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU scratch owned by this program for its run.
+    let wv = unsafe { &mut *wp };
+    let sbase = min3(off.sock_net, off.sock_rcvq_prev, off.sock_rcvq_qlen);
+    let send = max2(max2(off.sock_net, off.sock_rcvq_prev), off.sock_rcvq_qlen) + 8;
+    if !read_window(wv, sk + sbase as u64, send - sbase) {
+        return Ok(());
+    }
+    let net = word(wv, sbase, off.sock_net);
+    let qlen = word(wv, sbase, off.sock_rcvq_qlen) as u32;
+    let skb = word(wv, sbase, off.sock_rcvq_prev);
     ev.netns = unsafe { kread::<u32>(net, off.net_ns_inum) };
     let nsproxy: u64 = unsafe { kread(task, off.task_nsproxy) };
     let tnet: u64 = unsafe { kread(nsproxy, off.nsproxy_net_ns) };
@@ -808,11 +880,11 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
 
     // The reply: the last skb on the socket's receive queue, placed right after the request.
     ev.ack_len = 0;
-    let qlen: u32 = unsafe { kread(sk, off.sock_rcvq_qlen) };
-    if qlen > 0 {
-        let skb: u64 = unsafe { kread(sk, off.sock_rcvq_prev) };
-        let data: u64 = unsafe { kread(skb, off.skb_data) };
-        let slen: u32 = unsafe { kread(skb, off.skb_len) };
+    let kbase = min2(off.skb_data, off.skb_len);
+    let kend = max2(off.skb_data, off.skb_len) + 8;
+    if qlen > 0 && read_window(wv, skb + kbase as u64, kend - kbase) {
+        let data = word(wv, kbase, off.skb_data);
+        let slen = word(wv, kbase, off.skb_len) as u32;
         let mut a = slen;
         if a > NL_MAX_ACK as u32 {
             a = NL_MAX_ACK as u32;

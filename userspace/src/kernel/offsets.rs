@@ -109,6 +109,7 @@ pub fn resolve_netlink(btf: &Btf, tracefs: &Path, o: &mut Offsets) -> Result<()>
     o.sock_rcvq_qlen = off("sock", "sk_receive_queue.qlen")?;
     o.skb_data = off("sk_buff", "data")?;
     o.skb_len = off("sk_buff", "len")?;
+    check_windows(o)?;
     o.task_files = off("task_struct", "files")?;
     o.files_fdt = off("files_struct", "fdt")?;
     o.fdt_fd = off("fdtable", "fd")?;
@@ -117,6 +118,37 @@ pub fn resolve_netlink(btf: &Btf, tracefs: &Path, o: &mut Offsets) -> Result<()>
     o.inode_ino = off("inode", "i_ino")?;
     o.nr_sendto = libc::SYS_sendto as u32;
     o.nr_sendmsg = libc::SYS_sendmsg as u32;
+    Ok(())
+}
+
+/// The netlink program reads several fields with one helper call each from the tracepoint
+/// record (sk, family, protocol, ret within 32 bytes of sk), struct sock (net, receive queue
+/// head and length) and struct sk_buff (data, len): check that each group fits its window.
+fn check_windows(o: &Offsets) -> Result<()> {
+    let tp = [
+        (o.tp_send_family, 2),
+        (o.tp_send_protocol, 2),
+        (o.tp_send_ret, 4),
+    ];
+    anyhow::ensure!(
+        tp.iter()
+            .all(|&(f, size)| f >= o.tp_send_sk + 8 && f + size <= o.tp_send_sk + 32),
+        "sock_send_length's family/protocol/ret are not within 32 bytes after sk on this kernel"
+    );
+    for (what, fields) in [
+        (
+            "struct sock net/sk_receive_queue",
+            &[o.sock_net, o.sock_rcvq_prev, o.sock_rcvq_qlen][..],
+        ),
+        ("struct sk_buff data/len", &[o.skb_data, o.skb_len][..]),
+    ] {
+        let lo = fields.iter().min().copied().unwrap_or(0);
+        let hi = fields.iter().max().copied().unwrap_or(0);
+        anyhow::ensure!(
+            hi + 8 - lo <= 256 && fields.iter().all(|f| (f - lo) % 8 == 0),
+            "{what} do not lie 8-byte aligned within 256 bytes on this kernel"
+        );
+    }
     Ok(())
 }
 
