@@ -294,7 +294,9 @@ pub struct Control {
     pub heartbeat_max_age_ns: u64,
     /// `NL_SCOPE_ALL` or `NL_SCOPE_PLUGINS`.
     pub nl_scope: u32,
-    pub _pad0: u32,
+    /// 1 to read the sender's own netns for each netlink change (three kernel reads): only
+    /// `--events` lines and recordings show it.
+    pub nl_sender_netns: u32,
 }
 const _: () = assert!(core::mem::size_of::<Control>() == 32);
 

@@ -874,9 +874,12 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     let qlen = word(wv, sbase, off.sock_rcvq_qlen) as u32;
     let skb = word(wv, sbase, off.sock_rcvq_prev);
     ev.netns = unsafe { kread::<u32>(net, off.net_ns_inum) };
-    let nsproxy: u64 = unsafe { kread(task, off.task_nsproxy) };
-    let tnet: u64 = unsafe { kread(nsproxy, off.nsproxy_net_ns) };
-    ev.task_netns = unsafe { kread::<u32>(tnet, off.net_ns_inum) };
+    ev.task_netns = 0;
+    if ctl.nl_sender_netns != 0 {
+        let nsproxy: u64 = unsafe { kread(task, off.task_nsproxy) };
+        let tnet: u64 = unsafe { kread(nsproxy, off.nsproxy_net_ns) };
+        ev.task_netns = unsafe { kread::<u32>(tnet, off.net_ns_inum) };
+    }
 
     // The reply: the last skb on the socket's receive queue, placed right after the request.
     ev.ack_len = 0;

@@ -183,27 +183,44 @@ impl Pipeline {
             }
             Event::Fork(f) => self.correlator.on_fork(f.pid, f.parent_tgid),
             Event::Netlink(req) => {
-                let mut req = req.clone();
-                // The kernel side looks this up only for `--netlink plugins`.
-                req.plugin_tree |= self.runs.contains(req.tgid);
+                // The kernel side looks this up only for `--netlink plugins`; only the --events
+                // lines show it, so only they pay for a copy.
+                let marked;
+                let req = if self.events && !req.plugin_tree && self.runs.contains(req.tgid) {
+                    marked = crate::netlink::NlRequest {
+                        plugin_tree: true,
+                        ..req.clone()
+                    };
+                    &marked
+                } else {
+                    req
+                };
                 // Described once: the --events lines and the correlator share the result.
                 let ts = self.clock.rfc3339(req.ts_ns);
                 let netns_name = self.names.display(req.netns);
-                let described = describe(&req, &mut self.names);
+                let described = describe(req, &mut self.names);
                 if self.events {
-                    output::netlink_lines(&req, &described, &ts, netns_name.as_deref(), true, out);
+                    output::netlink_lines(req, &described, &ts, netns_name.as_deref(), true, out);
                 }
-                for d in described {
+                // Usually one change per request: the last one takes the strings.
+                let mut shared = Some((ts, netns_name));
+                let n = described.len();
+                for (i, d) in described.into_iter().enumerate() {
                     match d {
                         Described::Change(c) => {
+                            let (ts, netns_name) = if i + 1 == n {
+                                shared.take().unwrap_or_default()
+                            } else {
+                                shared.clone().unwrap_or_default()
+                            };
                             let op = Op {
-                                ts: ts.clone(),
+                                ts,
                                 ts_ns: req.ts_ns,
                                 pid: req.pid,
                                 tgid: req.tgid,
                                 comm: req.comm.clone(),
                                 netns: req.netns,
-                                netns_name: netns_name.clone(),
+                                netns_name,
                                 change: *c,
                             };
                             if let Some(o) = self.correlator.on_op(op) {
@@ -212,7 +229,8 @@ impl Pipeline {
                         }
                         // Reported with the raw bytes, never dropped (already, with --events).
                         Described::Undecodable(u) if !self.events => {
-                            output::undecodable_line(&req, &u, &ts, out)
+                            let ts = shared.as_ref().map(|s| s.0.as_str()).unwrap_or_default();
+                            output::undecodable_line(req, &u, ts, out)
                         }
                         Described::Undecodable(_) => {}
                     }

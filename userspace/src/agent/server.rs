@@ -29,12 +29,49 @@ pub struct Retention {
     pub max_age: Duration,
 }
 
-/// Retained lines are kept LZ4-compressed: an ADD invocation's line is ~25 KB of JSON that
-/// compresses several times over, and 10 000 of them must fit in a small agent.
+/// Retained lines: an ADD invocation's line is ~25 KB of JSON that compresses several times
+/// over, and 10 000 of them must fit in a small agent, so large lines are kept LZ4-compressed.
+/// A netns-level change is ~500 bytes: compressing it alone gains little and would cost more CPU
+/// than everything else the agent does for it, so small lines are kept as they are.
 struct Retained {
-    items: VecDeque<(Instant, Box<[u8]>)>,
+    items: VecDeque<(Instant, Stored)>,
     bytes: usize,
     stats: Option<Arc<str>>,
+}
+
+/// Lines from this size up are compressed.
+const COMPRESS_FROM: usize = 2048;
+
+enum Stored {
+    Plain(Box<str>),
+    Lz4(Box<[u8]>),
+}
+
+impl Stored {
+    fn new(line: &str) -> Self {
+        if line.len() >= COMPRESS_FROM {
+            Stored::Lz4(lz4_flex::compress_prepend_size(line.as_bytes()).into_boxed_slice())
+        } else {
+            Stored::Plain(line.into())
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Stored::Plain(s) => s.len(),
+            Stored::Lz4(b) => b.len(),
+        }
+    }
+
+    fn line(&self) -> Option<Arc<str>> {
+        match self {
+            Stored::Plain(s) => Some(Arc::from(&**s)),
+            Stored::Lz4(b) => {
+                let raw = lz4_flex::decompress_size_prepended(b).ok()?;
+                String::from_utf8(raw).ok().map(Arc::from)
+            }
+        }
+    }
 }
 
 /// Where printed lines go besides stdout: the retained history and live subscribers.
@@ -64,19 +101,22 @@ impl Hub {
         let Ok(mut r) = self.retained.lock() else {
             return;
         };
+        // Live lines are shared copies; with nobody subscribed none are made.
+        let watched = self.live.receiver_count() > 0;
         for line in batch.lines().filter(|l| !l.is_empty()) {
-            let line: Arc<str> = Arc::from(line);
             if line.starts_with("{\"type\":\"stats\"") {
-                r.stats = Some(line.clone());
+                r.stats = Some(Arc::from(line));
             } else if line.starts_with("{\"type\":\"invocation\"")
                 || line.starts_with("{\"type\":\"netlink\"")
             {
-                let packed = lz4_flex::compress_prepend_size(line.as_bytes()).into_boxed_slice();
-                r.bytes += packed.len();
-                r.items.push_back((now, packed));
+                let stored = Stored::new(line);
+                r.bytes += stored.len();
+                r.items.push_back((now, stored));
             }
-            // No receiver is not an error: nobody is watching.
-            let _ = self.live.send(line);
+            if watched {
+                // A receiver leaving meanwhile is not an error.
+                let _ = self.live.send(Arc::from(line));
+            }
         }
         let Retention { max_items, max_age } = self.retention;
         while r.items.len() > max_items
@@ -94,10 +134,7 @@ impl Hub {
             Ok(r) => r
                 .items
                 .iter()
-                .filter_map(|(_, b)| {
-                    let raw = lz4_flex::decompress_size_prepended(b).ok()?;
-                    String::from_utf8(raw).ok().map(Arc::from)
-                })
+                .filter_map(|(_, b)| b.line())
                 .chain(r.stats.clone())
                 .collect(),
             Err(_) => Vec::new(),
@@ -108,7 +145,7 @@ impl Hub {
         self.retained.lock().map(|r| r.items.len()).unwrap_or(0)
     }
 
-    /// Compressed bytes held for retained lines.
+    /// Bytes held for retained lines (large ones compressed).
     pub fn retained_bytes(&self) -> usize {
         self.retained.lock().map(|r| r.bytes).unwrap_or(0)
     }
@@ -252,5 +289,13 @@ mod tests {
         assert_eq!(snap.len(), 4, "{snap:?}");
         assert!(snap[0].contains("\"id\":\"2\""));
         assert!(snap[3].contains("\"n\":4"));
+        // A large line is stored compressed and comes back byte for byte.
+        let big = format!(
+            "{{\"type\":\"invocation\",\"stdin\":\"{}\"}}",
+            "x".repeat(50_000)
+        );
+        hub.publish(&format!("{big}\n"));
+        assert!(hub.retained_bytes() < 10_000, "{}", hub.retained_bytes());
+        assert_eq!(&*hub.snapshot()[2], big.as_str());
     }
 }
