@@ -63,7 +63,10 @@ pub const EV_EXEC: u32 = 1;
 pub const EV_FORK: u32 = 2;
 pub const EV_EXIT: u32 = 3;
 pub const EV_STDIO: u32 = 4;
-pub const EV_NETLINK: u32 = 5;
+/// The first netlink layout (the extack text in the fixed part): still decoded, for recordings
+/// made by earlier agents.
+pub const EV_NETLINK_V1: u32 = 5;
+pub const EV_NETLINK: u32 = 6;
 
 /// Request bytes kept per rtnetlink send (the first iovec of a sendmsg).
 pub const NL_MAX_REQ: usize = 2048;
@@ -222,8 +225,10 @@ const _: () = assert!(core::mem::size_of::<StdioEvent>() == 40 + CHUNK);
 /// rule, nexthop), seen by `sock:sock_send_length` after the kernel handled it.
 ///
 /// Variable length: the record is `NL_FIXED` bytes of this struct followed by `req_len` request
-/// bytes and then `ack_len` reply bytes (`data` is only the room for them), so a 60-byte route
-/// add costs ~300 bytes of ring buffer, not the maximum.
+/// bytes, `ack_len` reply bytes and `extack_len` bytes of extack text (`data` is only the room
+/// for them), so a 60-byte route add with its ACK costs ~180 bytes of ring buffer. Every byte
+/// counts here: a busy node sends tens of thousands of these a second, and each one written is
+/// one more the sender's caches lose.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct NetlinkEvent {
@@ -231,7 +236,8 @@ pub struct NetlinkEvent {
     /// Network namespace of the socket: where the request applies.
     pub netns: u32,
     /// Network namespace of the sending task (may differ: Go plugins open sockets in the pod's
-    /// netns and use them from the host's).
+    /// netns and use them from the host's). 0 unless the agent asks for it (`--events`,
+    /// recordings).
     pub task_netns: u32,
     pub req_len: u32,
     /// Length of the first iovec (may exceed `req_len`).
@@ -247,16 +253,20 @@ pub struct NetlinkEvent {
     /// The socket's kernel address: identifies a socket across requests.
     pub sk: u64,
     pub comm: [u8; 16],
-    /// The `netlink:netlink_extack` message, NUL-terminated.
-    pub extack: [u8; NL_MAX_EXTACK],
     /// `req_len` request bytes, then `ack_len` bytes of the last message queued on the socket
-    /// when the send returned (the ACK or error).
-    pub data: [u8; NL_MAX_REQ + NL_MAX_ACK],
+    /// when the send returned (the ACK or error), then the `netlink:netlink_extack` message
+    /// (NUL-terminated, `extack_len` bytes) when there is one.
+    pub data: [u8; NL_MAX_REQ + NL_MAX_ACK + NL_MAX_EXTACK],
 }
 /// Bytes of `NetlinkEvent` before `data`.
-pub const NL_FIXED: usize = 80 + NL_MAX_EXTACK;
-const _: () = assert!(core::mem::size_of::<NetlinkEvent>() == NL_FIXED + NL_MAX_REQ + NL_MAX_ACK);
+pub const NL_FIXED: usize = 80;
+const _: () = assert!(
+    core::mem::size_of::<NetlinkEvent>() == NL_FIXED + NL_MAX_REQ + NL_MAX_ACK + NL_MAX_EXTACK
+);
 const _: () = assert!(core::mem::offset_of!(NetlinkEvent, data) == NL_FIXED);
+/// Bytes before the request in an `EV_NETLINK_V1` record (the fixed part above plus a
+/// `NL_MAX_EXTACK`-byte extack field).
+pub const NL_FIXED_V1: usize = NL_FIXED + NL_MAX_EXTACK;
 
 /// Per-process state kept by the programs (`TRACKED` map, keyed by tgid).
 #[repr(C)]

@@ -923,9 +923,24 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     if (is_error || ev.ack_len == 0)
         && let Some(msg) = unsafe { EXTACK.get(&id) }
     {
-        ev.extack = *msg;
-        ev.extack_len = NL_MAX_EXTACK as u32;
-        flags |= NL_F_EXTACK;
+        // After the request and the reply.
+        let x = (ev.req_len & (NL_MAX_REQ as u32 * 2 - 1)) as usize
+            + (ev.ack_len & (NL_MAX_ACK as u32 * 2 - 1)) as usize;
+        if x + NL_MAX_EXTACK <= ev.data.len() {
+            // SAFETY: x + NL_MAX_EXTACK <= size of `data`, checked above; `msg` is a map value
+            // of NL_MAX_EXTACK bytes.
+            let r = unsafe {
+                raw_read_kernel(
+                    ev.data.as_mut_ptr().add(x) as *mut c_void,
+                    NL_MAX_EXTACK as u32,
+                    msg.as_ptr() as *const c_void,
+                )
+            };
+            if r == 0 {
+                ev.extack_len = NL_MAX_EXTACK as u32;
+                flags |= NL_F_EXTACK;
+            }
+        }
         let _ = EXTACK.remove(&id);
     }
     ev.comm = bpf_get_current_comm().unwrap_or_default();
@@ -936,8 +951,9 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
         pid: id as u32,
         tgid,
     };
-    let used =
-        (ev.req_len as usize & (NL_MAX_REQ * 2 - 1)) + (ev.ack_len as usize & (NL_MAX_ACK * 2 - 1));
+    let used = (ev.req_len as usize & (NL_MAX_REQ * 2 - 1))
+        + (ev.ack_len as usize & (NL_MAX_ACK * 2 - 1))
+        + (ev.extack_len as usize & (NL_MAX_EXTACK * 2 - 1));
     let size = NL_FIXED + used;
     if size > core::mem::size_of::<NetlinkEvent>() {
         return Ok(());

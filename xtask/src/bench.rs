@@ -264,6 +264,8 @@ fn routes(bin: &Path, rounds: usize, n: usize) -> Result<()> {
     let mut pair = Vec::new();
     let mut worst_missing = 0u64;
     let mut lost = 0u64;
+    let prog_share = std::cell::RefCell::new(Vec::new());
+    let prog_ns = std::cell::RefCell::new(Vec::new());
     for round in 0..rounds {
         eprintln!(
             "bench routes: round {}/{rounds} ({n} route adds)",
@@ -285,12 +287,30 @@ fn routes(bin: &Path, rounds: usize, n: usize) -> Result<()> {
             std::thread::sleep(Duration::from_millis(500));
             // SAFETY: signalling our own child.
             unsafe { libc::kill(a.child.id() as i32, libc::SIGSTOP) };
+            // The kernel times its programs only while bpf_stats is on (it costs a clock read
+            // per run): on for the frozen run only, so it does not weigh on the others.
+            let prev = BpfStats::enable();
             let f = routes_once(n);
+            drop(prev);
             // SAFETY: as above.
             unsafe { libc::kill(a.child.id() as i32, libc::SIGCONT) };
             let f = f?;
             std::thread::sleep(Duration::from_millis(1500));
             let (seen, stats) = a.stop();
+            let k = &stats["kernel"];
+            if let (Some(runs), Some(ns)) = (
+                k["netlink_prog_runs"].as_u64(),
+                k["netlink_prog_ns"].as_u64(),
+            ) && runs > 0
+            {
+                eprintln!(
+                    "bench routes: netlink program {} ns per run ({runs} runs), {:.1}% of the frozen batch's time",
+                    ns / runs,
+                    100.0 * ns as f64 / 1e9 / f
+                );
+                prog_share.borrow_mut().push(ns as f64 / 1e9 / f);
+                prog_ns.borrow_mut().push((ns / runs) as f64);
+            }
             // Each run also reports the veth add and the link up; four runs were made.
             let expected = 4 * (n as u64 + 2);
             Ok((
@@ -330,7 +350,36 @@ fn routes(bin: &Path, rounds: usize, n: usize) -> Result<()> {
         "| | agent frozen (kernel programs only) | {f:.3} s | {:.3} |",
         f / b
     );
+    let (share, ns) = (prog_share.into_inner(), prog_ns.into_inner());
+    if !share.is_empty() {
+        println!(
+            "| | netlink program's own time (bpf_stats, frozen runs; independent of the host's drift) | {:.0} ns per change | {:.1}% of the batch |",
+            median(ns),
+            100.0 * median(share)
+        );
+    }
     Ok(())
+}
+
+/// Turns `kernel.bpf_stats_enabled` on; the previous value comes back on drop.
+struct BpfStats(Option<String>);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn enable() -> Self {
+        let prev = std::fs::read_to_string(Self::PATH).ok();
+        let _ = std::fs::write(Self::PATH, "1");
+        Self(prev)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::write(Self::PATH, p.trim());
+        }
+    }
 }
 
 /// UDP on loopback: `n` 64-byte datagrams sent and received in one thread.

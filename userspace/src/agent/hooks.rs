@@ -44,6 +44,10 @@ pub struct KernelCounters {
     pub netlink_seen: u64,
     pub lost_netlink: u64,
     pub netlink_unattributed: u64,
+    /// Runs of the netlink program and the time they took, counted by the kernel while
+    /// `kernel.bpf_stats_enabled` is 1 (0 otherwise): its cost on every socket send.
+    pub netlink_prog_runs: u64,
+    pub netlink_prog_ns: u64,
 }
 
 impl KernelCounters {
@@ -266,7 +270,15 @@ impl Hooks {
                 .map(|v| v.iter().sum())
                 .unwrap_or(0)
         };
+        let (netlink_prog_runs, netlink_prog_ns) = self
+            .ebpf
+            .program(names::PROG_NL_SEND)
+            .and_then(|p| p.info().ok())
+            .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
+            .unwrap_or((0, 0));
         KernelCounters {
+            netlink_prog_runs,
+            netlink_prog_ns,
             exec_seen: get(abi::C_EXEC_SEEN),
             cni_execs: get(abi::C_CNI_EXEC),
             held: get(abi::C_HELD),

@@ -224,32 +224,42 @@ struct NlHead {
     peer_netns: u32,
     sk: u64,
     comm: [u8; 16],
-    extack: [u8; abi::NL_MAX_EXTACK],
 }
 const _: () = assert!(size_of::<NlHead>() == abi::NL_FIXED);
 
-fn netlink(buf: &[u8]) -> Result<Event, String> {
-    if buf.len() < abi::NL_FIXED {
+/// `EV_NETLINK` records carry the extack text after the reply; `EV_NETLINK_V1` records (from
+/// earlier agents' recordings) in a fixed field before the request.
+fn netlink(buf: &[u8], v1: bool) -> Result<Event, String> {
+    let fixed = if v1 { abi::NL_FIXED_V1 } else { abi::NL_FIXED };
+    if buf.len() < fixed {
         return Err(format!(
-            "netlink record of {} bytes is shorter than its fixed part ({})",
+            "netlink record of {} bytes is shorter than its fixed part ({fixed})",
             buf.len(),
-            abi::NL_FIXED
         ));
     }
     let e: NlHead = read_exact(&buf[..abi::NL_FIXED])?;
-    let data = &buf[abi::NL_FIXED..];
+    let data = &buf[fixed..];
     let fl = e.hdr.flags;
     let req_len = e.req_len as usize;
     let ack_len = e.ack_len as usize;
+    let extack_len = if v1 { 0 } else { e.extack_len as usize };
     if req_len > abi::NL_MAX_REQ
         || ack_len > abi::NL_MAX_ACK
-        || abi::NL_FIXED + req_len + ack_len != buf.len()
+        || extack_len > abi::NL_MAX_EXTACK
+        || fixed + req_len + ack_len + extack_len != buf.len()
     {
         return Err(format!(
-            "netlink record of {} bytes claims {req_len} request and {ack_len} reply bytes",
+            "netlink record of {} bytes claims {req_len} request, {ack_len} reply and {extack_len} extack bytes",
             buf.len()
         ));
     }
+    let extack = (fl & abi::NL_F_EXTACK != 0).then(|| {
+        if v1 {
+            cstr(&buf[abi::NL_FIXED..fixed])
+        } else {
+            cstr(&data[req_len + ack_len..])
+        }
+    });
     Ok(Event::Netlink(crate::netlink::NlRequest {
         ts_ns: e.hdr.ts_ns,
         pid: e.hdr.pid,
@@ -266,7 +276,7 @@ fn netlink(buf: &[u8]) -> Result<Event, String> {
         request_total: e.req_total,
         request_cut: fl & abi::NL_F_REQ_CUT != 0,
         reply: data[req_len..req_len + ack_len].to_vec(),
-        extack: (fl & abi::NL_F_EXTACK != 0).then(|| cstr(&e.extack)),
+        extack,
     }))
 }
 
@@ -294,7 +304,8 @@ pub fn decode(buf: &[u8]) -> Event {
         abi::EV_FORK => fork(buf),
         abi::EV_EXIT => exit(buf),
         abi::EV_STDIO => stdio(buf),
-        abi::EV_NETLINK => netlink(buf),
+        abi::EV_NETLINK => netlink(buf, false),
+        abi::EV_NETLINK_V1 => netlink(buf, true),
         other => Err(format!("unknown event kind {other}")),
     };
     r.unwrap_or_else(|reason| Event::Undecodable {
@@ -390,6 +401,30 @@ mod tests {
             (s.stream, s.offset, s.data.as_slice()),
             (Stream::Stdout, 4096, &[0xff, 0, b'{'][..])
         );
+    }
+
+    #[test]
+    fn netlink_extack_follows_the_request_and_reply() {
+        let mut head = [0u8; abi::NL_FIXED];
+        let h = hdr(abi::EV_NETLINK, abi::NL_F_REPLY | abi::NL_F_EXTACK);
+        head[..24].copy_from_slice(&as_bytes(&h));
+        let put = |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        put(&mut head, 32, 16); // req_len
+        put(&mut head, 36, 16); // req_total
+        put(&mut head, 40, 20); // ack_len
+        put(&mut head, 44, 8); // extack_len
+        let mut rec = head.to_vec();
+        rec.extend([1u8; 16]);
+        rec.extend([2u8; 20]);
+        rec.extend(b"Nexthop\0");
+        let Event::Netlink(n) = decode(&rec) else {
+            panic!("{:?}", decode(&rec))
+        };
+        assert_eq!((n.request.len(), n.reply.len()), (16, 20));
+        assert_eq!(n.extack.as_deref(), Some("Nexthop"));
+        // A length that does not add up is refused, not guessed at.
+        rec.push(0);
+        assert!(matches!(decode(&rec), Event::Undecodable { .. }));
     }
 
     #[test]
