@@ -12,7 +12,9 @@
 //!   that arrives within `late_window` after that reopens it, and it is reported again with the
 //!   next revision: a late step is never lost.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use super::Map as HashMap;
 
 use serde_json::Value;
 
@@ -114,13 +116,13 @@ impl Correlator {
         Self {
             cfg,
             clock,
-            parents: HashMap::new(),
+            parents: HashMap::default(),
             parent_order: VecDeque::new(),
-            steps: HashMap::new(),
-            invs: HashMap::new(),
-            done: HashMap::new(),
-            netns_pods: HashMap::new(),
-            nested_done: HashMap::new(),
+            steps: HashMap::default(),
+            invs: HashMap::default(),
+            done: HashMap::default(),
+            netns_pods: HashMap::default(),
+            nested_done: HashMap::default(),
         }
     }
 

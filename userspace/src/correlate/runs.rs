@@ -1,7 +1,9 @@
 //! Assembles the events of one process into a `Run`: its exec, every stdio byte in order, its
 //! exit. Kernel-free: fed typed events, it returns finished runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use super::Map as HashMap;
 
 use serde::Serialize;
 
@@ -76,7 +78,7 @@ pub struct Runs {
 impl Runs {
     pub fn new(max_open: usize) -> Self {
         Self {
-            open: HashMap::new(),
+            open: HashMap::default(),
             order: BTreeMap::new(),
             seq: 0,
             max_open,

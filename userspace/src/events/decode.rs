@@ -30,16 +30,22 @@ fn role(r: u32) -> Result<Role, String> {
 }
 
 fn cstr(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    let end = memchr::memchr(0, b).unwrap_or(b.len());
+    text(&b[..end])
+}
+
+/// Bytes as a string, replacing what is not UTF-8 (the checked conversion is the fast path:
+/// paths, argv and CNI variables nearly always are).
+fn text(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
 }
 
 /// Splits a NUL-separated block (argv or environment) into strings.
 pub fn split_block(b: &[u8]) -> Vec<String> {
-    let mut v: Vec<String> = b
-        .split(|&c| c == 0)
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect();
+    let mut v: Vec<String> = b.split(|&c| c == 0).map(text).collect();
     if v.last().is_some_and(|s| s.is_empty()) {
         v.pop();
     }
@@ -82,7 +88,7 @@ pub fn cni_env(window: &[u8], tail: bool) -> CniEnv {
             b"CNI_PATH" => &mut env.path,
             _ => continue,
         };
-        *slot = Some(String::from_utf8_lossy(v).into_owned());
+        *slot = Some(text(v));
     }
     env
 }
@@ -143,8 +149,7 @@ fn exec(buf: &[u8]) -> Result<Event, String> {
         cgroup_id: e.cgroup_id,
         uid: e.uid,
         comm: cstr(&e.comm),
-        filename: String::from_utf8_lossy(&buf[EXEC_FILENAME..EXEC_FILENAME + filename_len])
-            .into_owned(),
+        filename: text(&buf[EXEC_FILENAME..EXEC_FILENAME + filename_len]),
         argv: split_block(&buf[EXEC_ARGV..EXEC_ARGV + argv_len]),
         argv_cut: fl & abi::EXEC_F_ARGV_CUT != 0,
         cni,
