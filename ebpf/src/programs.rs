@@ -620,8 +620,7 @@ const IFLA_NET_NS_FD: u16 = 28;
 
 #[inline(always)]
 fn min3(a: u32, b: u32, c: u32) -> u32 {
-    let m = if a < b { a } else { b };
-    if m < c { m } else { c }
+    a.min(b).min(c)
 }
 
 const IFLA_LINKINFO: u16 = 18;
@@ -727,25 +726,16 @@ fn word(win: &[u64; 32], base: u32, off: u32) -> u64 {
     win[(off.wrapping_sub(base) / 8) as usize & 31]
 }
 
-#[inline(always)]
-fn min2(a: u32, b: u32) -> u32 {
-    if a < b { a } else { b }
-}
-
-#[inline(always)]
-fn max2(a: u32, b: u32) -> u32 {
-    if a > b { a } else { b }
-}
-
 fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     let off = offsets().ok_or(0i64)?;
     // The cheap test first: this runs for every send of every socket on the node. One read of
     // the record's sk..ret bytes (the loader checks they lie within 32 bytes from `sk`).
     let mut rec = [0u8; 32];
-    let rec_span = max2(
-        max2(off.tp_send_family + 2, off.tp_send_protocol + 2),
-        max2(off.tp_send_ret + 4, off.tp_send_sk + 8),
-    ) - off.tp_send_sk;
+    let rec_span = (off.tp_send_family + 2)
+        .max(off.tp_send_protocol + 2)
+        .max(off.tp_send_ret + 4)
+        .max(off.tp_send_sk + 8)
+        - off.tp_send_sk;
     let n = rec_span & 31;
     if n < 8
         || unsafe {
@@ -866,7 +856,7 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: per-CPU scratch owned by this program for its run.
     let wv = unsafe { &mut *wp };
     let sbase = min3(off.sock_net, off.sock_rcvq_prev, off.sock_rcvq_qlen);
-    let send = max2(max2(off.sock_net, off.sock_rcvq_prev), off.sock_rcvq_qlen) + 8;
+    let send = off.sock_net.max(off.sock_rcvq_prev).max(off.sock_rcvq_qlen) + 8;
     if !read_window(wv, sk + sbase as u64, send - sbase) {
         return Ok(());
     }
@@ -883,8 +873,8 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
 
     // The reply: the last skb on the socket's receive queue, placed right after the request.
     ev.ack_len = 0;
-    let kbase = min2(off.skb_data, off.skb_len);
-    let kend = max2(off.skb_data, off.skb_len) + 8;
+    let kbase = off.skb_data.min(off.skb_len);
+    let kend = off.skb_data.max(off.skb_len) + 8;
     if qlen > 0 && read_window(wv, skb + kbase as u64, kend - kbase) {
         let data = word(wv, kbase, off.skb_data);
         let slen = word(wv, kbase, off.skb_len) as u32;

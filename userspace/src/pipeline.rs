@@ -202,25 +202,17 @@ impl Pipeline {
                 if self.events {
                     output::netlink_lines(req, &described, &ts, netns_name.as_deref(), true, out);
                 }
-                // Usually one change per request: the last one takes the strings.
-                let mut shared = Some((ts, netns_name));
-                let n = described.len();
-                for (i, d) in described.into_iter().enumerate() {
+                for d in described {
                     match d {
                         Described::Change(c) => {
-                            let (ts, netns_name) = if i + 1 == n {
-                                shared.take().unwrap_or_default()
-                            } else {
-                                shared.clone().unwrap_or_default()
-                            };
                             let op = Op {
-                                ts,
+                                ts: ts.clone(),
                                 ts_ns: req.ts_ns,
                                 pid: req.pid,
                                 tgid: req.tgid,
                                 comm: req.comm.clone(),
                                 netns: req.netns,
-                                netns_name,
+                                netns_name: netns_name.clone(),
                                 change: *c,
                             };
                             if let Some(o) = self.correlator.on_op(op) {
@@ -229,8 +221,7 @@ impl Pipeline {
                         }
                         // Reported with the raw bytes, never dropped (already, with --events).
                         Described::Undecodable(u) if !self.events => {
-                            let ts = shared.as_ref().map(|s| s.0.as_str()).unwrap_or_default();
-                            output::undecodable_line(req, &u, ts, out)
+                            output::undecodable_line(req, &u, &ts, out)
                         }
                         Described::Undecodable(_) => {}
                     }

@@ -13,6 +13,7 @@
 //!   next revision: a late step is never lost.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::Map as HashMap;
 
@@ -66,7 +67,7 @@ enum Parent {
 }
 
 struct OpenStep {
-    exec: std::sync::Arc<Exec>,
+    exec: Arc<Exec>,
     parent: Parent,
     netns_inode: Option<u32>,
     ops: Vec<Op>,
@@ -91,7 +92,7 @@ struct OpenInv {
 /// What the correlator has to say.
 pub enum Output {
     /// Shared with the correlator, which keeps it for a while in case a late step reopens it.
-    Invocation(std::sync::Arc<Invocation>),
+    Invocation(Arc<Invocation>),
     Netns(Box<NetnsChange>),
 }
 
@@ -104,7 +105,7 @@ pub struct Correlator {
     steps: HashMap<u32, OpenStep>,
     invs: HashMap<Key, OpenInv>,
     /// Reported invocations that a late step may still reopen: key → (reported at, invocation).
-    done: HashMap<Key, (u64, std::sync::Arc<Invocation>)>,
+    done: HashMap<Key, (u64, Arc<Invocation>)>,
     /// Pods of namespaces, for changes made later in them.
     pub netns_pods: HashMap<u32, Pod>,
     /// Finished nested invocations waiting for their parent step.
@@ -156,7 +157,7 @@ impl Correlator {
         self.remember_parent(child, parent);
     }
 
-    pub fn on_exec(&mut self, e: &std::sync::Arc<Exec>, look: &mut dyn Lookups) {
+    pub fn on_exec(&mut self, e: &Arc<Exec>, look: &mut dyn Lookups) {
         self.remember_parent(e.tgid, e.ppid);
         if e.role != Role::Plugin {
             return;
@@ -223,7 +224,7 @@ impl Correlator {
         self.steps.insert(
             e.tgid,
             OpenStep {
-                exec: std::sync::Arc::clone(e),
+                exec: Arc::clone(e),
                 parent,
                 netns_inode,
                 ops: Vec::new(),
@@ -244,7 +245,7 @@ impl Correlator {
         let (steps, revision, id) = match self.done.remove(&key) {
             Some((at, inv)) if ts.saturating_sub(at) <= self.cfg.late_window_ns => {
                 // Reported lines have been written by now: this is the only holder left.
-                let inv = std::sync::Arc::unwrap_or_clone(inv);
+                let inv = Arc::unwrap_or_clone(inv);
                 (inv.steps, inv.revision + 1, inv.id)
             }
             _ => (Vec::new(), 1, format!("{}-{}-{}", key.0, key.2, ts)),
@@ -503,8 +504,8 @@ impl Correlator {
         let mut out = Vec::new();
         for key in due {
             if let Some(inv) = self.invs.remove(&key) {
-                let done = std::sync::Arc::new(self.finish(inv, false, look));
-                self.remember_done(key, now_ns, std::sync::Arc::clone(&done));
+                let done = Arc::new(self.finish(inv, false, look));
+                self.remember_done(key, now_ns, Arc::clone(&done));
                 out.push(Output::Invocation(done));
             }
         }
@@ -515,7 +516,7 @@ impl Correlator {
         out
     }
 
-    fn remember_done(&mut self, key: Key, now_ns: u64, inv: std::sync::Arc<Invocation>) {
+    fn remember_done(&mut self, key: Key, now_ns: u64, inv: Arc<Invocation>) {
         if self.done.len() > 4096 {
             self.done.clear();
         }
@@ -531,9 +532,7 @@ impl Correlator {
             if let Some(inv) = self.invs.remove(&key)
                 && inv.nested_in.is_none()
             {
-                out.push(Output::Invocation(std::sync::Arc::new(
-                    self.finish(inv, true, look),
-                )));
+                out.push(Output::Invocation(Arc::new(self.finish(inv, true, look))));
             }
         }
         self.steps.clear();
@@ -680,8 +679,8 @@ mod tests {
         cmd: &str,
         file: &str,
         ts: u64,
-    ) -> std::sync::Arc<Exec> {
-        std::sync::Arc::new(Exec {
+    ) -> Arc<Exec> {
+        Arc::new(Exec {
             ts_ns: ts,
             pid: tgid,
             tgid,
@@ -740,7 +739,7 @@ mod tests {
     fn invs(outs: Vec<Output>) -> Vec<Invocation> {
         outs.into_iter()
             .filter_map(|o| match o {
-                Output::Invocation(i) => Some(std::sync::Arc::unwrap_or_clone(i)),
+                Output::Invocation(i) => Some(Arc::unwrap_or_clone(i)),
                 Output::Netns(_) => None,
             })
             .collect()
@@ -804,7 +803,7 @@ mod tests {
         let mut c = Correlator::new(Config::default(), Clock::with_offset(0));
         let l = &mut NoLookups;
         let mut m = exec(30, 3, "c3", "eth0", "ADD", "multus", 100 * MS);
-        std::sync::Arc::make_mut(&mut m).cni.as_mut().unwrap().path = Some("/opt/cni/bin".into());
+        Arc::make_mut(&mut m).cni.as_mut().unwrap().path = Some("/opt/cni/bin".into());
         c.on_exec(&m, l);
         let d = exec(31, 30, "c3", "net1", "ADD", "macvlan", 105 * MS);
         c.on_exec(&d, l);
@@ -823,8 +822,7 @@ mod tests {
         let mut c = Correlator::new(Config::default(), Clock::with_offset(0));
         let l = &mut NoLookups;
         let mut p = exec(50, 5, "c5", "eth0", "ADD", "portmap", 100 * MS);
-        std::sync::Arc::make_mut(&mut p).cni.as_mut().unwrap().path =
-            Some("/opt/cni/bin:/usr/lib/cni".into());
+        Arc::make_mut(&mut p).cni.as_mut().unwrap().path = Some("/opt/cni/bin:/usr/lib/cni".into());
         c.on_exec(&p, l);
         // iptables inherits the whole CNI environment.
         let mut ipt = (*p).clone();
@@ -832,7 +830,7 @@ mod tests {
         ipt.pid = 51;
         ipt.ppid = 50;
         ipt.filename = "/usr/sbin/iptables".into();
-        let ipt = std::sync::Arc::new(ipt);
+        let ipt = Arc::new(ipt);
         c.on_exec(&ipt, l);
         c.on_run(run(&ipt, 102 * MS, 0, ""), l);
         c.on_run(run(&p, 110 * MS, 0, "{}"), l);

@@ -2,6 +2,7 @@
 //! exit. Kernel-free: fed typed events, it returns finished runs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::Map as HashMap;
 
@@ -59,7 +60,7 @@ pub struct ExitInfo {
 }
 
 struct Open {
-    exec: std::sync::Arc<Exec>,
+    exec: Arc<Exec>,
     streams: [Vec<u8>; 3],
     gaps: Vec<String>,
     seq: u64,
@@ -181,7 +182,7 @@ fn finish(o: Open, exit: Option<&Exit>) -> Run {
         ..
     } = o;
     // The correlator has let go of a child's exec by now, so this rarely copies.
-    let exec = std::sync::Arc::unwrap_or_clone(exec);
+    let exec = Arc::unwrap_or_clone(exec);
     let [stdin, stdout, stderr] = streams;
     let mut cut = Cut::default();
     if let Some(x) = exit {
@@ -248,7 +249,7 @@ mod tests {
     use crate::events::{Stdio, Stream};
 
     fn exec(tgid: u32) -> Event {
-        Event::Exec(std::sync::Arc::new(Exec {
+        Event::Exec(Arc::new(Exec {
             ts_ns: 100,
             pid: tgid,
             tgid,

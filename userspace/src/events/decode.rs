@@ -2,6 +2,7 @@
 //! an `Event::Undecodable` that says why.
 
 use std::mem::size_of;
+use std::sync::Arc;
 
 use cniscope_ebpf as abi;
 
@@ -139,7 +140,7 @@ fn exec(buf: &[u8]) -> Result<Event, String> {
     let env_tail = fl & abi::EXEC_F_ENV_TAIL != 0;
     let env = &buf[EXEC_ENV..EXEC_ENV + env_len];
     let cni = (role == Role::Plugin).then(|| cni_env(env, env_tail));
-    Ok(Event::Exec(std::sync::Arc::new(Exec {
+    Ok(Event::Exec(Arc::new(Exec {
         ts_ns: e.hdr.ts_ns,
         pid: e.hdr.pid,
         tgid: e.hdr.tgid,
