@@ -14,7 +14,7 @@
 //! library's own tests can include this file too.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -334,24 +334,11 @@ fn respond(mut c: &TcpStream, code: u16, body: &Value) {
 fn connection(c: TcpStream, shared: &Shared, stop: &AtomicBool) {
     let _ = c.set_nonblocking(false);
     let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut r = BufReader::new(&c);
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
+    let Some((target, auth_ok)) =
+        crate::plugin_fakeapi::read_request(&mut BufReader::new(&c), TOKEN)
+    else {
         return;
-    }
-    let target = line.split(' ').nth(1).unwrap_or("").to_string();
-    let mut auth_ok = false;
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-            break;
-        }
-        if h.to_ascii_lowercase().starts_with("authorization:")
-            && h.trim_end().ends_with(&format!("Bearer {TOKEN}"))
-        {
-            auth_ok = true;
-        }
-    }
+    };
     let (path, q) = target.split_once('?').unwrap_or((target.as_str(), ""));
     let q = query(q);
     let lock = &shared.0;

@@ -115,49 +115,57 @@ fn serve(
     requests: &Mutex<Vec<String>>,
 ) {
     let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-    let mut r = BufReader::new(&c);
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
+    let Some((path, auth_ok)) = read_request(&mut BufReader::new(&c), TOKEN) else {
         return;
-    }
-    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+    };
+    requests.lock().expect("lock").push(path.clone());
+    let (code, body) = answer(auth_ok, &objects.lock().expect("lock"), &path);
+    write_chunked(&mut &c, code, &body);
+}
+
+/// Reads a request's line and headers (up to the blank line): its target, and whether it
+/// carried `Authorization: Bearer <token>`. None when the request line cannot be read.
+pub(crate) fn read_request(r: &mut impl BufRead, token: &str) -> Option<(String, bool)> {
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let target = line.split(' ').nth(1).unwrap_or("").to_string();
+    let bearer = format!("Bearer {token}");
     let mut auth_ok = false;
     loop {
         let mut h = String::new();
         if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
             break;
         }
-        if h.to_ascii_lowercase().starts_with("authorization:")
-            && h.contains(&format!("Bearer {TOKEN}"))
-        {
+        if h.to_ascii_lowercase().starts_with("authorization:") && h.trim_end().ends_with(&bearer) {
             auth_ok = true;
         }
     }
-    requests.lock().expect("lock").push(path.clone());
-    let (code, body) = if !auth_ok {
-        (
+    Some((target, auth_ok))
+}
+
+/// What the API server answers for a GET of `path`: 401 without credentials, else the object
+/// stored at that path or a 404 Status.
+pub(crate) fn answer(authorized: bool, objects: &[(String, Value)], path: &str) -> (u16, Value) {
+    if !authorized {
+        return (
             401,
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Unauthorized", "code": 401}),
-        )
-    } else {
-        match objects
-            .lock()
-            .expect("lock")
-            .iter()
-            .find(|(p, _)| *p == path)
-        {
-            Some((_, v)) => (200, v.clone()),
-            None => (404, status_404(&path)),
-        }
-    };
-    let body = serde_json::to_vec(&body).unwrap_or_default();
+        );
+    }
+    match objects.iter().find(|(p, _)| p == path) {
+        Some((_, v)) => (200, v.clone()),
+        None => (404, status_404(path)),
+    }
+}
+
+/// Writes the response in one chunk, as the real API server answers larger objects.
+pub(crate) fn write_chunked(w: &mut impl Write, code: u16, body: &Value) {
+    let body = serde_json::to_vec(body).unwrap_or_default();
     let reason = match code {
         200 => "OK",
         401 => "Unauthorized",
         _ => "Not Found",
     };
-    // Chunked, as the real API server answers larger objects.
-    let mut w = &c;
     let _ = write!(
         w,
         "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",

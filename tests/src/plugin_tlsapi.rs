@@ -3,7 +3,7 @@
 //! certificates made in the test (rcgen), optionally requiring a client certificate. Also a
 //! kubeconfig (YAML, as Multus and chainsaw generate) with the TLS fields the test chooses.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,9 +19,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use crate::plugin_fakeapi::TOKEN;
+use crate::plugin_fakeapi::{answer, read_request, write_chunked};
 
 /// A certificate authority made for one test.
 pub struct Pki {
@@ -240,25 +241,9 @@ fn serve(c: TcpStream, shared: &Shared) {
         }
     }
     let client_cert = tls.conn.peer_certificates().is_some_and(|c| !c.is_empty());
-    let mut r = BufReader::new(&mut tls);
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
+    let Some((path, token_ok)) = read_request(&mut BufReader::new(&mut tls), TOKEN) else {
         return;
-    }
-    let path = line.split(' ').nth(1).unwrap_or("").to_string();
-    let mut token_ok = false;
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-            break;
-        }
-        if h.to_ascii_lowercase().starts_with("authorization:")
-            && h.trim_end().ends_with(&format!("Bearer {TOKEN}"))
-        {
-            token_ok = true;
-        }
-    }
-    drop(r);
+    };
     let auth = match (token_ok, client_cert) {
         (true, _) => Auth::Token,
         (false, true) => Auth::ClientCert,
@@ -269,40 +254,13 @@ fn serve(c: TcpStream, shared: &Shared) {
         .lock()
         .expect("lock")
         .push((path.clone(), auth));
-    let (code, body) = if auth == Auth::None {
-        (
-            401,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Unauthorized", "code": 401}),
-        )
-    } else {
-        match shared
-            .objects
-            .lock()
-            .expect("lock")
-            .iter()
-            .find(|(p, _)| *p == path)
-        {
-            Some((_, v)) => (200, v.clone()),
-            None => (
-                404,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-            ),
-        }
-    };
-    let body = serde_json::to_vec(&body).unwrap_or_default();
-    let reason = match code {
-        200 => "OK",
-        401 => "Unauthorized",
-        _ => "Not Found",
-    };
-    // Chunked, as the real API server answers larger objects; then close_notify, as Go does.
-    let _ = write!(
-        tls,
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
-        body.len()
+    let (code, body) = answer(
+        auth != Auth::None,
+        &shared.objects.lock().expect("lock"),
+        &path,
     );
-    let _ = tls.write_all(&body);
-    let _ = tls.write_all(b"\r\n0\r\n\r\n");
+    // Then close_notify, as Go does.
+    write_chunked(&mut tls, code, &body);
     tls.conn.send_close_notify();
     let _ = tls.flush();
 }
