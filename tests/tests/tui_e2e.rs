@@ -130,18 +130,7 @@ fn tui_over_the_agent_socket_shows_a_live_chain() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let agent = Agent::start(&[]);
     let c = Chain::new(151);
-    let bin = cniscope();
-    let t = Tmux::start(
-        80,
-        24,
-        &[
-            bin.to_str().unwrap_or("cniscope"),
-            "tui",
-            "--socket",
-            agent.socket.to_str().unwrap_or(""),
-        ],
-        &[],
-    );
+    let t = Tmux::tui(&["--socket", agent.socket.to_str().unwrap_or("")]);
     t.wait_for("the connection", WAIT, |s| {
         s.contains(&format!("agent {}", agent.socket.display())) && !s.contains("DISCONNECTED")
     });
@@ -156,13 +145,7 @@ fn tui_runs_its_own_agent_and_stops_it() {
     require_root();
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = Chain::new(152);
-    let bin = cniscope();
-    let t = Tmux::start(
-        80,
-        24,
-        &[bin.to_str().unwrap_or("cniscope"), "tui", "--spawn-agent"],
-        &[],
-    );
+    let t = Tmux::tui(&["--spawn-agent"]);
     let s = t.wait_for("its agent ready", Duration::from_secs(90), |s| {
         s.contains("agent ready (pid ")
     });

@@ -5,23 +5,12 @@ mod tui_support;
 
 use std::time::Duration;
 
-use tui_support::{Tmux, cniscope, fixture};
+use tui_support::{Tmux, fixture};
 
 #[test]
 fn replay_shows_the_recorded_chain() {
-    let bin = cniscope();
     let rec = fixture("chain-add-del.rec");
-    let t = Tmux::start(
-        80,
-        24,
-        &[
-            bin.to_str().unwrap_or("cniscope"),
-            "tui",
-            "--replay",
-            rec.to_str().unwrap_or(""),
-        ],
-        &[],
-    );
+    let t = Tmux::tui(&["--replay", rec.to_str().unwrap_or("")]);
     let s = t.wait_for("the replayed ADD and DEL", Duration::from_secs(30), |s| {
         s.contains("shop/web-7d4f9")
             && s.contains("ADD")

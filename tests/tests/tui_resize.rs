@@ -8,7 +8,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tui_support::{TempDir, Tmux, cniscope, fixture};
+use tui_support::{TempDir, Tmux, fixture};
 
 fn ten_thousand(path: &std::path::Path) {
     let text = std::fs::read_to_string(fixture("tui/session.ndjson")).expect("session fixture");
@@ -36,18 +36,7 @@ fn ten_thousand_invocations_through_resizes() {
     let dir = TempDir::new("cniscope-tui-big-");
     let file = dir.0.join("big.ndjson");
     ten_thousand(&file);
-    let bin = cniscope();
-    let t = Tmux::start(
-        80,
-        24,
-        &[
-            bin.to_str().unwrap_or("cniscope"),
-            "tui",
-            "--ndjson",
-            file.to_str().unwrap_or(""),
-        ],
-        &[],
-    );
+    let t = Tmux::tui(&["--ndjson", file.to_str().unwrap_or("")]);
     let start = Instant::now();
     let s = t.wait_for("10 000 invocations", Duration::from_secs(300), |s| {
         s.contains("10000 inv")

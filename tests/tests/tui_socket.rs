@@ -9,7 +9,7 @@ use std::os::unix::net::UnixListener;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tui_support::{TempDir, Tmux, cniscope, fixture};
+use tui_support::{TempDir, Tmux, fixture};
 
 /// Serves one client: checks its request, sends `lines` and `snapshot_end`, then `live`, and
 /// closes when told.
@@ -42,19 +42,8 @@ fn disconnect_is_shown_and_retried_without_duplicates() {
         })
         .expect("an invocation line");
 
-    let bin = cniscope();
     // Started before the socket exists: it must wait and retry, not fail.
-    let t = Tmux::start(
-        80,
-        24,
-        &[
-            bin.to_str().unwrap_or("cniscope"),
-            "tui",
-            "--socket",
-            sock.to_str().unwrap_or(""),
-        ],
-        &[],
-    );
+    let t = Tmux::tui(&["--socket", sock.to_str().unwrap_or("")]);
     t.wait_for(
         "the first failed connection",
         Duration::from_secs(10),

@@ -17,6 +17,14 @@ pub struct Tmux {
 impl Tmux {
     /// Starts `argv` in a `w`×`h` pane. When the program exits the pane stays, showing
     /// `EXITED <code>` under whatever it printed.
+    /// `cniscope tui ARGS` in an 80×24 window, the size of a plain terminal.
+    pub fn tui(args: &[&str]) -> Self {
+        let bin = cniscope();
+        let mut argv = vec![bin.to_str().unwrap_or("cniscope"), "tui"];
+        argv.extend_from_slice(args);
+        Self::start(80, 24, &argv, &[])
+    }
+
     pub fn start(w: u16, h: u16, argv: &[&str], env: &[(&str, &str)]) -> Self {
         let socket = cniscope_tests::unique("cniscope-tui-");
         let quoted: Vec<String> = argv
