@@ -14,7 +14,7 @@
 //! library's own tests can include this file too.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -331,12 +331,31 @@ fn respond(mut c: &TcpStream, code: u16, body: &Value) {
     let _ = c.flush();
 }
 
+/// Reads a request's line and headers (up to the blank line): its target, and whether it
+/// carried `Authorization: Bearer <token>`. None when the request line cannot be read. Shared
+/// with the other fake servers (this file is also compiled alone, by userspace's tests).
+pub fn read_request(r: &mut impl BufRead, token: &str) -> Option<(String, bool)> {
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let target = line.split(' ').nth(1).unwrap_or("").to_string();
+    let bearer = format!("Bearer {token}");
+    let mut auth_ok = false;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+            break;
+        }
+        if h.to_ascii_lowercase().starts_with("authorization:") && h.trim_end().ends_with(&bearer) {
+            auth_ok = true;
+        }
+    }
+    Some((target, auth_ok))
+}
+
 fn connection(c: TcpStream, shared: &Shared, stop: &AtomicBool) {
     let _ = c.set_nonblocking(false);
     let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-    let Some((target, auth_ok)) =
-        crate::plugin_fakeapi::read_request(&mut BufReader::new(&c), TOKEN)
-    else {
+    let Some((target, auth_ok)) = read_request(&mut BufReader::new(&c), TOKEN) else {
         return;
     };
     let (path, q) = target.split_once('?').unwrap_or((target.as_str(), ""));

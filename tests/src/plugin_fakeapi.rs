@@ -3,7 +3,7 @@
 //! JSON shapes the real server returns, checks the bearer token, and records the paths asked.
 //! Also a kubeconfig (YAML, as Multus and chainsaw generate) pointing at it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use serde_json::{Value, json};
+
+use crate::k8s_fakeapi::read_request;
 
 pub const TOKEN: &str = "cniscope-test-token";
 
@@ -121,26 +123,6 @@ fn serve(
     requests.lock().expect("lock").push(path.clone());
     let (code, body) = answer(auth_ok, &objects.lock().expect("lock"), &path);
     write_chunked(&mut &c, code, &body);
-}
-
-/// Reads a request's line and headers (up to the blank line): its target, and whether it
-/// carried `Authorization: Bearer <token>`. None when the request line cannot be read.
-pub(crate) fn read_request(r: &mut impl BufRead, token: &str) -> Option<(String, bool)> {
-    let mut line = String::new();
-    r.read_line(&mut line).ok()?;
-    let target = line.split(' ').nth(1).unwrap_or("").to_string();
-    let bearer = format!("Bearer {token}");
-    let mut auth_ok = false;
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-            break;
-        }
-        if h.to_ascii_lowercase().starts_with("authorization:") && h.trim_end().ends_with(&bearer) {
-            auth_ok = true;
-        }
-    }
-    Some((target, auth_ok))
 }
 
 /// What the API server answers for a GET of `path`: 401 without credentials, else the object

@@ -21,8 +21,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 use serde_json::Value;
 
+use crate::k8s_fakeapi::read_request;
 pub use crate::plugin_fakeapi::TOKEN;
-use crate::plugin_fakeapi::{answer, read_request, write_chunked};
+use crate::plugin_fakeapi::{answer, write_chunked};
 
 /// A certificate authority made for one test.
 pub struct Pki {
