@@ -100,28 +100,29 @@ fn check_screens(t: &Tmux, c: &Chain) {
     });
     assert!(s.contains("bridge›tuning›portm"), "{s}");
     t.keys(&["g", "Enter"]);
-    let s = t.wait_for("the timeline", WAIT, |s| {
-        s.contains(&format!("ADD {label} tui-e2e eth0"))
+    // Every row named here must be on one settled screen (a capture can catch a frame half
+    // written, header first); wait_for panics with the screen if they never all appear.
+    let wants = [
+        format!("ADD {label} tui-e2e eth0"),
+        "bridge".into(),
+        "host-local".into(),
+        "tuning".into(),
+        "portmap".into(),
+        "✓ link add eth0 type veth".into(),
+        "✓ addr add 10.254.".into(),
+    ];
+    t.wait_for("the timeline with every step", WAIT, |s| {
+        wants.iter().all(|w| s.contains(w.as_str()))
     });
-    for want in [
-        "bridge",
-        "host-local",
-        "tuning",
-        "portmap",
-        "✓ link add eth0 type veth",
-        "✓ addr add 10.254.",
-    ] {
-        assert!(s.contains(want), "timeline lacks {want:?}:\n{s}");
-    }
     // The bridge step's detail: its config as it read it on stdin.
     t.keys(&["Enter"]);
-    let s = t.wait_for("the bridge step's detail", WAIT, |s| {
-        s.contains("bridge ADD (step 0)")
+    t.wait_for("the bridge step's detail with its config", WAIT, |s| {
+        s.contains("bridge ADD (step 0)") && s.contains("\"type\": \"bridge\"")
     });
-    assert!(s.contains("\"type\": \"bridge\""), "{s}");
     t.keys(&["n"]);
-    let s = t.wait_for("the netns view", WAIT, |s| s.contains("changes runs"));
-    assert!(s.contains(&c.ns.name) && s.contains(&label), "{s}");
+    t.wait_for("the netns view with the pod's netns", WAIT, |s| {
+        s.contains("changes runs") && s.contains(&c.ns.name) && s.contains(&label)
+    });
 }
 
 #[test]

@@ -20,17 +20,22 @@ fn replay_shows_the_recorded_chain() {
     assert!(s.contains("bridge›tuning›portm"), "{s}");
     // The ADD is the older row: the bottom one. Its timeline:
     t.keys(&["G", "Enter"]);
-    let s = t.wait_for("the ADD's timeline", Duration::from_secs(10), |s| {
-        s.contains("ADD shop/web-7d4f9 fixture-net eth0")
-    });
-    for want in [
-        "bridge",
-        "host-local",
-        "tuning",
-        "✓ link add cnsfix0 type bridge",
-    ] {
-        assert!(s.contains(want), "missing {want:?}:\n{s}");
-    }
+    // All on one settled screen (wait_for panics with the screen if they never appear).
+    t.wait_for(
+        "the ADD's timeline with its steps",
+        Duration::from_secs(10),
+        |s| {
+            [
+                "ADD shop/web-7d4f9 fixture-net eth0",
+                "bridge",
+                "host-local",
+                "tuning",
+                "✓ link add cnsfix0 type bridge",
+            ]
+            .iter()
+            .all(|w| s.contains(w))
+        },
+    );
     // Its netns: the change made by hand after the ADD, marked as outside any plugin run.
     t.keys(&["n"]);
     let s = t.wait_for("the netns view", Duration::from_secs(10), |s| {

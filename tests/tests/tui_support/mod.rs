@@ -101,12 +101,21 @@ impl Tmux {
     }
 
     /// The screen once `pred` holds for it; panics with the last screen after `timeout`.
+    ///
+    /// tmux may be captured while the TUI is still writing a frame (CI once caught a timeline
+    /// whose header was drawn and whose rows were not), so `pred` must hold for two captures
+    /// 150 ms apart, and the later one is returned.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
             let s = self.capture();
             if pred(&s) {
-                return s;
+                std::thread::sleep(Duration::from_millis(150));
+                let again = self.capture();
+                if pred(&again) {
+                    return again;
+                }
+                continue;
             }
             if start.elapsed() > timeout {
                 panic!("timed out waiting for {what}; the screen:\n{s}");
