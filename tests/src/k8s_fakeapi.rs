@@ -224,7 +224,9 @@ impl FakeK8s {
         self.state().open_watches
     }
 
-    /// Waits until `n` watches are open (the client listed and is watching).
+    /// Waits until `n` watches are open (the client listed and is watching). It sleeps the
+    /// calling thread: for a client in another process or on another runtime thread, not from
+    /// inside a single-threaded tokio test whose own task must open the watch.
     pub fn wait_for_watches(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.open_watches() < n {

@@ -58,6 +58,16 @@ async fn until<T, F: Future<Output = Option<T>>>(what: &str, mut f: impl FnMut()
     }
 }
 
+/// Waits, yielding to the cache's watcher task, until the fake server has an open watch.
+/// (`FakeK8s::wait_for_watches` sleeps the thread: under `#[tokio::test]`'s single-threaded
+/// runtime that starves the very task that would open the watch — CI caught it.)
+async fn watching(api: &FakeK8s) {
+    until("an open watch", || async {
+        (api.open_watches() >= 1).then_some(())
+    })
+    .await;
+}
+
 fn web(name: &str, uid: &str, node: &str, commands: &str) -> Value {
     pod(
         "lab",
@@ -105,7 +115,7 @@ async fn pod_cache_via_fake_apiserver_lists_then_follows_added_modified_deleted(
             && r.contains("fieldSelector=spec.nodeName%3Dnode-a")),
         "{reqs:#?}"
     );
-    api.wait_for_watches(1, Duration::from_secs(10));
+    watching(&api).await;
     assert!(
         api.requests()
             .iter()
@@ -167,7 +177,7 @@ async fn pod_cache_via_fake_apiserver_rewatches_and_relists() {
     })
     .await;
     assert!(c.watch_errors() >= 2, "{}", c.watch_errors());
-    api.wait_for_watches(1, Duration::from_secs(10));
+    watching(&api).await;
 
     // The server ends the watch (its timeout): the cache watches again from where it was.
     let watches = |api: &FakeK8s| {
