@@ -20,11 +20,12 @@ use super::Map as HashMap;
 use serde_json::Value;
 
 use super::diff::diff;
-use super::identity::{Pod, cni_error_value, plugin_name};
+use super::identity::{Pod, cni_error_json, plugin_name};
 use super::invocation::*;
+use super::json::Json;
 use super::runs::Run;
 use crate::clock::Clock;
-use crate::events::{Exec, Role};
+use crate::events::{CniEnv, Exec, Role};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -44,15 +45,25 @@ impl Default for Config {
     }
 }
 
-/// What the correlator reads of a plugin's stdin (its network configuration).
+/// Reported invocations kept for late steps to reopen (each with its steps' stdin/stdout).
+const MAX_DONE: usize = 1024;
+
+/// What the correlator reads of a plugin's stdin (its network configuration), borrowed.
 #[derive(serde::Deserialize)]
-struct StdinView {
-    // Values, not strings: a config with an odd `name` must still be read for its prevResult.
-    name: Option<Value>,
-    #[serde(rename = "type")]
-    kind: Option<Value>,
-    #[serde(rename = "prevResult")]
-    prev_result: Option<Value>,
+struct StdinView<'a> {
+    // Any JSON, not a string: a config with an odd `type` must still be read for its
+    // prevResult.
+    #[serde(rename = "type", borrow)]
+    kind: Option<Json<'a>>,
+    #[serde(rename = "prevResult", borrow)]
+    prev_result: Option<Json<'a>>,
+}
+
+/// The network's name from the first step's stdin (the rest is skipped unread).
+#[derive(serde::Deserialize)]
+struct NameView<'a> {
+    #[serde(borrow)]
+    name: Option<Json<'a>>,
 }
 
 /// Runtime pid (or parent step pid for nested), container id, ifname, command.
@@ -168,21 +179,28 @@ impl Correlator {
             .and_then(|c| c.netns.as_deref())
             .filter(|p| !p.is_empty())
             .and_then(|p| look.netns_inode(p));
-        // Changes made in this namespace from now on carry the pod's name.
-        if let (Some(i), Some(pod)) = (
-            netns_inode,
-            e.cni
+        // Changes made in this namespace from now on carry the pod's name (the first plugin
+        // that names it wins; the others' CNI_ARGS are not read again).
+        if let Some(i) = netns_inode
+            && let std::collections::hash_map::Entry::Vacant(slot) = self.netns_pods.entry(i)
+            && let Some(pod) = e
+                .cni
                 .as_ref()
                 .and_then(|c| c.args.as_deref())
-                .and_then(Pod::from_cni_args),
-        ) {
-            self.netns_pods.entry(i).or_insert(pod);
+                .and_then(Pod::from_cni_args)
+        {
+            slot.insert(pod);
         }
-        let cni = e.cni.clone().unwrap_or_default();
+        let field = |f: fn(&CniEnv) -> &Option<String>| {
+            e.cni
+                .as_ref()
+                .and_then(|c| f(c).clone())
+                .unwrap_or_default()
+        };
         let (cid, ifname, cmd) = (
-            cni.containerid.unwrap_or_default(),
-            cni.ifname.unwrap_or_default(),
-            cni.command.unwrap_or_default(),
+            field(|c| &c.containerid),
+            field(|c| &c.ifname),
+            field(|c| &c.command),
         );
         let parent_step = self.owner(e.ppid);
         // A process a plugin starts inherits CNI_COMMAND (portmap's iptables, for one): it is a
@@ -193,11 +211,12 @@ impl Correlator {
         }
         let parent = match parent_step {
             Some(p) => {
-                let pc = self.steps[&p].exec.cni.clone().unwrap_or_default();
-                if pc.containerid.as_deref() == Some(&cid)
-                    && pc.ifname.as_deref() == Some(&ifname)
-                    && pc.command.as_deref() == Some(&cmd)
-                {
+                let pc = self.steps[&p].exec.cni.as_ref();
+                if pc.is_some_and(|pc| {
+                    pc.containerid.as_deref() == Some(&cid)
+                        && pc.ifname.as_deref() == Some(&ifname)
+                        && pc.command.as_deref() == Some(&cmd)
+                }) {
                     Parent::Step(p)
                 } else {
                     let key = (p, cid, ifname, cmd);
@@ -344,8 +363,8 @@ impl Correlator {
     ) -> Step {
         // Parse stdout once (a result or a CNI error); stdin only when something needs it, and
         // then only the two fields used (serde skips the rest without building it).
-        let result: Option<Value> = serde_json::from_slice(&run.stdout.0).ok();
-        let error = result.as_ref().and_then(cni_error_value);
+        let result: Option<Json> = serde_json::from_slice(&run.stdout.0).ok();
+        let error = result.as_ref().and_then(cni_error_json);
         let code = run.exit.as_ref().and_then(|x| x.code);
         let ok = code == Some(0) && error.is_none();
         let is_add = run.cni.as_ref().and_then(|c| c.command.as_deref()) == Some("ADD");
@@ -369,7 +388,7 @@ impl Correlator {
                 config
                     .as_ref()
                     .and_then(|c| c.kind.as_ref())
-                    .and_then(Value::as_str),
+                    .and_then(Json::as_str),
                 &run.filename,
             ),
             path: run.filename,
@@ -410,7 +429,7 @@ impl Correlator {
             s.index = i;
         }
         let first = steps.first();
-        let cfg: Option<StdinView> = first.and_then(|s| serde_json::from_slice(&s.stdin.0).ok());
+        let cfg: Option<NameView> = first.and_then(|s| serde_json::from_slice(&s.stdin.0).ok());
         let cni = first.and_then(|s| s.cni.clone()).unwrap_or_default();
         let mut pod = cni.args.as_deref().and_then(Pod::from_cni_args);
         let netns_inode = first.and_then(|s| s.netns_inode);
@@ -517,8 +536,15 @@ impl Correlator {
     }
 
     fn remember_done(&mut self, key: Key, now_ns: u64, inv: Arc<Invocation>) {
-        if self.done.len() > 4096 {
-            self.done.clear();
+        // Each entry holds its steps' stdin and stdout, so the table is bounded: past the cap
+        // the oldest quarter goes (a late step for one of those starts an invocation of its
+        // own, never lost). Under a flood (the RSS benchmark's ~900 invocations/s) this is what
+        // keeps 10 s of them from pinning tens of MiB.
+        if self.done.len() >= MAX_DONE {
+            let mut ats: Vec<u64> = self.done.values().map(|(at, _)| *at).collect();
+            let (_, cut, _) = ats.select_nth_unstable(MAX_DONE / 4);
+            let cut = *cut;
+            self.done.retain(|_, (at, _)| *at > cut);
         }
         self.done.insert(key, (now_ns, inv));
     }
@@ -769,6 +795,37 @@ mod tests {
         assert_eq!(i.pod.as_ref().and_then(|p| p.name.as_deref()), Some("pod"));
         assert_eq!(i.runtime.comm.as_deref(), Some("runtime"));
         assert_eq!(i.revision, 1);
+    }
+
+    #[test]
+    fn the_late_step_table_is_bounded_and_keeps_the_newest() {
+        let mut c = Correlator::new(Config::default(), Clock::with_offset(0));
+        let l = &mut NoLookups;
+        let n = MAX_DONE as u32 + 100;
+        // n failing one-step invocations, each reported at once.
+        for i in 0..n {
+            let t = (1_000 + u64::from(i)) * MS;
+            let e = exec(1_000 + i, 2, &format!("c{i}"), "eth0", "ADD", "bridge", t);
+            c.on_exec(&e, l);
+            c.on_run(run(&e, t + 1, 1, r#"{"code":11,"msg":"x"}"#), l);
+            assert_eq!(invs(c.tick(t + 2, l)).len(), 1);
+        }
+        assert!(c.done.len() <= MAX_DONE, "{}", c.done.len());
+        // Late steps, still inside the window: the newest reopens, the oldest was let go and
+        // is an invocation of its own (reported, not lost).
+        let t = (1_000 + u64::from(n)) * MS;
+        for (i, revision, steps) in [(n - 1, 2, 2), (0, 1, 1)] {
+            let e = exec(9_000 + i, 2, &format!("c{i}"), "eth0", "ADD", "tuning", t);
+            c.on_exec(&e, l);
+            c.on_run(run(&e, t + 1, 0, "{}"), l);
+            let out = invs(c.drain(l));
+            assert_eq!(out.len(), 1);
+            assert_eq!(
+                (out[0].revision, out[0].steps.len()),
+                (revision, steps),
+                "c{i}"
+            );
+        }
     }
 
     #[test]

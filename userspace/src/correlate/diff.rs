@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use serde::Serialize;
-use serde_json::Value;
+
+use super::json::Json;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Side {
@@ -37,21 +38,20 @@ pub struct ResultDiff {
     pub unchanged: bool,
 }
 
-fn items(
-    v: Option<&Value>,
-) -> (
+type Items = (
     BTreeSet<String>,
     BTreeSet<String>,
     BTreeSet<String>,
     BTreeSet<String>,
-) {
-    fn arr<'a>(v: Option<&'a Value>, k: &str) -> &'a [Value] {
+);
+
+fn items(v: Option<&Json<'_>>) -> Items {
+    fn arr<'v, 'a>(v: Option<&'v Json<'a>>, k: &str) -> &'v [Json<'a>] {
         v.and_then(|v| v.get(k))
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
+            .and_then(Json::as_array)
             .unwrap_or(&[])
     }
-    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let s = |v: &Json, k: &str| v.get(k).and_then(Json::as_str).unwrap_or("").to_string();
     let interfaces = arr(v, "interfaces")
         .iter()
         .map(|i| {
@@ -88,10 +88,10 @@ fn items(
     let dns = v
         .and_then(|v| v.get("dns"))
         .and_then(|d| d.get("nameservers"))
-        .and_then(Value::as_array)
+        .and_then(Json::as_array)
         .map(|a| {
             a.iter()
-                .filter_map(Value::as_str)
+                .filter_map(Json::as_str)
                 .map(str::to_string)
                 .collect()
         })
@@ -100,12 +100,13 @@ fn items(
 }
 
 /// Compares `prev` (the prevResult the plugin read, if any) with `result` (what it printed).
-pub fn diff(prev: Option<&Value>, result: Option<&Value>) -> ResultDiff {
+pub fn diff(prev: Option<&Json<'_>>, result: Option<&Json<'_>>) -> ResultDiff {
     let (pi, pa, pr, pd) = items(prev);
     let (ri, ra, rr, rd) = items(result);
     let d = |a: &BTreeSet<String>, b: &BTreeSet<String>| a.difference(b).cloned().collect();
     let unchanged = match (prev, result) {
-        (Some(p), Some(r)) => same_but_version(p, r),
+        // Equal but for `cniVersion` (a plugin may print the result in another version).
+        (Some(p), Some(r)) => p.same_except(r, "cniVersion"),
         _ => false,
     };
     ResultDiff {
@@ -125,34 +126,21 @@ pub fn diff(prev: Option<&Value>, result: Option<&Value>) -> ResultDiff {
     }
 }
 
-/// Equal but for `cniVersion` (a plugin may print the result in another version), compared
-/// without copying either side.
-fn same_but_version(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            let n = |m: &serde_json::Map<String, Value>| {
-                m.len() - usize::from(m.contains_key("cniVersion"))
-            };
-            n(a) == n(b)
-                && a.iter()
-                    .filter(|(k, _)| *k != "cniVersion")
-                    .all(|(k, v)| b.get(k) == Some(v))
-        }
-        _ => a == b,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn j(text: &str) -> Json<'_> {
+        serde_json::from_str(text).unwrap()
+    }
 
     #[test]
     fn bridge_adds_interfaces_ips_and_routes() {
-        let r = json!({"cniVersion":"1.0.0",
+        let text = r#"{"cniVersion":"1.0.0",
             "interfaces":[{"name":"cni0"},{"name":"veth1"},{"name":"eth0","sandbox":"/run/netns/p"}],
             "ips":[{"address":"10.1.0.5/24","gateway":"10.1.0.1","interface":2}],
-            "routes":[{"dst":"0.0.0.0/0"}], "dns":{}});
+            "routes":[{"dst":"0.0.0.0/0"}], "dns":{}}"#;
+        let r = j(text);
         let d = diff(None, Some(&r));
         assert_eq!(
             d.added.interfaces,
@@ -163,11 +151,16 @@ mod tests {
         assert!(!d.unchanged);
         let same = diff(Some(&r), Some(&r));
         assert!(same.unchanged && same.added == Side::default());
-        let mut r2 = r.clone();
-        r2["routes"] = json!([{"dst":"0.0.0.0/0"},{"dst":"192.0.3.0/24","gw":"10.1.0.1"}]);
-        assert_eq!(
-            diff(Some(&r), Some(&r2)).added.routes,
-            ["192.0.3.0/24 via 10.1.0.1"]
+        // Printed in another version, members reordered: still the same result.
+        let other_version = text.replace("1.0.0", "0.4.0").replace(r#", "dns":{}"#, "");
+        let other_version = format!(r#"{{"dns":{{}},{}"#, &other_version[1..]);
+        assert!(diff(Some(&r), Some(&j(&other_version))).unchanged);
+        let r2 = text.replace(
+            r#""routes":[{"dst":"0.0.0.0/0"}]"#,
+            r#""routes":[{"dst":"0.0.0.0/0"},{"dst":"192.0.3.0/24","gw":"10.1.0.1"}]"#,
         );
+        let d2 = diff(Some(&r), Some(&j(&r2)));
+        assert_eq!(d2.added.routes, ["192.0.3.0/24 via 10.1.0.1"]);
+        assert!(!d2.unchanged);
     }
 }

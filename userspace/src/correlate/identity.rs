@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::json::Json;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Pod {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,6 +120,11 @@ pub fn cni_error(stdout: &[u8]) -> Option<Value> {
 /// The same, for stdout already parsed.
 pub fn cni_error_value(v: &Value) -> Option<Value> {
     (v.get("code").is_some_and(Value::is_u64) && v.get("msg").is_some()).then(|| v.clone())
+}
+
+/// The same, for stdout read as borrowed JSON (the correlator's way).
+pub fn cni_error_json(v: &Json<'_>) -> Option<Value> {
+    (v.get("code").is_some_and(Json::is_u64) && v.get("msg").is_some()).then(|| v.to_value())
 }
 
 #[cfg(test)]

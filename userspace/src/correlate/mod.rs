@@ -5,6 +5,7 @@ pub mod correlator;
 pub mod diff;
 pub mod identity;
 pub mod invocation;
+pub mod json;
 pub mod runs;
 
 /// The correlator's maps are keyed by pids and by container id + interface + command, several
