@@ -11,7 +11,11 @@ use cniscope::events::decode::decode;
 use cniscope::netlink::names::Names;
 use cniscope::pipeline::{Pipeline, ReplayLookups};
 use cniscope::record::{Fact, Frame, Reader};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
+
+// The allocator the `cniscope` binary runs with.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Records and the facts that follow each, from both fixtures.
 fn load() -> Vec<(Vec<u8>, Vec<Fact>)> {
@@ -37,6 +41,25 @@ fn load() -> Vec<(Vec<u8>, Vec<Fact>)> {
     out
 }
 
+/// One replay of `records` into `out` (cleared first), as `cniscope replay` runs it.
+fn pass(records: &[(Vec<u8>, Vec<Fact>)], out: &mut Batch) -> usize {
+    let mut p = Pipeline::new(
+        Clock::with_offset(0),
+        false,
+        4096,
+        correlator::Config::default(),
+        Box::new(ReplayLookups::default()),
+    );
+    p.names = Names::offline();
+    out.buf.clear();
+    for (r, facts) in records {
+        p.apply_facts(facts);
+        p.push(&decode(r), out);
+    }
+    p.drain(out);
+    out.buf.len()
+}
+
 fn bench(c: &mut Criterion) {
     let records = load();
     let mut g = c.benchmark_group("pipeline");
@@ -48,27 +71,36 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // As `cniscope replay` runs: one output buffer, written out and cleared, never re-grown.
+    let mut out = Batch::default();
     g.bench_function("decode+correlate+ndjson", |b| {
-        b.iter(|| {
-            let mut p = Pipeline::new(
-                Clock::with_offset(0),
-                false,
-                4096,
-                correlator::Config::default(),
-                Box::new(ReplayLookups::default()),
-            );
-            p.names = Names::offline();
-            let mut out = Batch::default();
-            for (r, facts) in &records {
-                p.apply_facts(facts);
-                p.push(&decode(r), &mut out);
-            }
-            p.drain(&mut out);
-            std::hint::black_box(out.buf.len())
-        })
+        b.iter(|| std::hint::black_box(pass(&records, &mut out)))
     });
     g.finish();
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// `CNISCOPE_BENCH_PASSES=N`: run N passes and nothing else, for counting instructions under
+/// `valgrind --tool=cachegrind` (this host's speed drifts; instruction counts do not). The
+/// difference between two pass counts, divided, is the cost of one pass.
+fn main() {
+    if let Some(n) = std::env::var("CNISCOPE_BENCH_PASSES")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let records = load();
+        let mut out = Batch::default();
+        let mut bytes = 0;
+        for _ in 0..n {
+            bytes = pass(&records, &mut out);
+        }
+        println!(
+            "{n} passes of {} records, {bytes} bytes of NDJSON each",
+            records.len()
+        );
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

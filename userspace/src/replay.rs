@@ -82,7 +82,8 @@ pub fn replay_to(args: &ReplayArgs, w: &mut dyn Write) -> Result<u64> {
         }
         if batch.buf.len() > 1 << 20 {
             w.write_all(batch.buf.as_bytes())?;
-            batch = Batch::default();
+            // Keep the buffer's capacity: a long replay writes many megabytes.
+            batch.buf.clear();
         }
     }
     if let Some(prev) = pending.take() {

@@ -579,7 +579,68 @@ fn rss(bin: &Path, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Instructions per replayed record, counted by cachegrind: the pipeline benchmark run for 1
+/// and for 11 passes over the committed recordings, the difference divided by 10 passes. This
+/// host's speed drifts by up to 1.6x from one minute to the next; instruction counts do not,
+/// so changes to the pipeline are compared here and timed with `cargo bench`.
+fn replay_instructions() -> Result<()> {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        bail!("valgrind is missing: apt-get install valgrind");
+    }
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(crate::workspace_root())
+        .args(["bench", "-p", "cniscope", "--bench", "pipeline", "--no-run"])
+        .args(["--message-format", "json"])
+        .stderr(Stdio::inherit())
+        .output()?;
+    let exe = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == "pipeline")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("no pipeline benchmark executable built")?;
+    let count = |passes: u32| -> Result<(u64, u64)> {
+        let o = Command::new("valgrind")
+            .args([
+                "--tool=cachegrind",
+                "--cache-sim=no",
+                "--cachegrind-out-file=/dev/null",
+            ])
+            .arg(&exe)
+            .env("CNISCOPE_BENCH_PASSES", passes.to_string())
+            .output()?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        let ir = err
+            .lines()
+            .find_map(|l| l.split("I   refs:").nth(1))
+            .map(|n| n.trim().replace(',', ""))
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no instruction count from cachegrind:\n{err}"))?;
+        // "N passes of R records, …"
+        let records = String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .nth(3)
+            .and_then(|r| r.parse().ok())
+            .context("no record count from the benchmark")?;
+        Ok((ir, records))
+    };
+    let (one, records) = count(1)?;
+    let (eleven, _) = count(11)?;
+    let per_pass = eleven.saturating_sub(one) / 10;
+    println!(
+        "| replay decode + correlate + NDJSON, instructions (cachegrind) | per record | {} | {per_pass} per pass of {records} records |",
+        per_pass / records.max(1)
+    );
+    Ok(())
+}
+
 pub fn bench(args: &[String]) -> Result<()> {
+    let what = args.first().map(String::as_str).unwrap_or("all");
+    if what == "replay-ir" {
+        // Userspace only: no agent, no root, no setup.
+        println!("| benchmark | variant | count | |\n|---|---|---|---|");
+        return replay_instructions();
+    }
     crate::setup::setup()?;
     crate::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -587,7 +648,6 @@ pub fn bench(args: &[String]) -> Result<()> {
             .args(["build", "--release", "-p", "cniscope"]),
     )?;
     let bin: PathBuf = crate::workspace_root().join("target/release");
-    let what = args.first().map(String::as_str).unwrap_or("all");
     println!("| benchmark | variant | median | ratio |\n|---|---|---|---|");
     if matches!(what, "dd" | "all") {
         dd(&bin, 5)?;
