@@ -587,8 +587,7 @@ fn replay_instructions() -> Result<()> {
     if Command::new("valgrind").arg("--version").output().is_err() {
         bail!("valgrind is missing: apt-get install valgrind");
     }
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(crate::workspace_root())
+    let out = crate::cargo()
         .args(["bench", "-p", "cniscope", "--bench", "pipeline", "--no-run"])
         .args(["--message-format", "json"])
         .stderr(Stdio::inherit())
@@ -642,11 +641,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         return replay_instructions();
     }
     crate::setup::setup()?;
-    crate::run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(crate::workspace_root())
-            .args(["build", "--release", "-p", "cniscope"]),
-    )?;
+    crate::run(crate::cargo().args(["build", "--release", "-p", "cniscope"]))?;
     let bin: PathBuf = crate::workspace_root().join("target/release");
     println!("| benchmark | variant | median | ratio |\n|---|---|---|---|");
     if matches!(what, "dd" | "all") {

@@ -20,12 +20,12 @@ use super::Map as HashMap;
 use serde_json::Value;
 
 use super::diff::diff;
-use super::identity::{Pod, cni_error_json, plugin_name};
+use super::identity::{Pod, cni_error_in, plugin_name};
 use super::invocation::*;
 use super::json::Json;
 use super::runs::Run;
 use crate::clock::Clock;
-use crate::events::{CniEnv, Exec, Role};
+use crate::events::{Exec, Role};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -191,16 +191,11 @@ impl Correlator {
         {
             slot.insert(pod);
         }
-        let field = |f: fn(&CniEnv) -> &Option<String>| {
-            e.cni
-                .as_ref()
-                .and_then(|c| f(c).clone())
-                .unwrap_or_default()
-        };
+        let cni = e.cni.as_ref();
         let (cid, ifname, cmd) = (
-            field(|c| &c.containerid),
-            field(|c| &c.ifname),
-            field(|c| &c.command),
+            cni.and_then(|c| c.containerid.clone()).unwrap_or_default(),
+            cni.and_then(|c| c.ifname.clone()).unwrap_or_default(),
+            cni.and_then(|c| c.command.clone()).unwrap_or_default(),
         );
         let parent_step = self.owner(e.ppid);
         // A process a plugin starts inherits CNI_COMMAND (portmap's iptables, for one): it is a
@@ -364,7 +359,7 @@ impl Correlator {
         // Parse stdout once (a result or a CNI error); stdin only when something needs it, and
         // then only the two fields used (serde skips the rest without building it).
         let result: Option<Json> = serde_json::from_slice(&run.stdout.0).ok();
-        let error = result.as_ref().and_then(cni_error_json);
+        let error = result.as_ref().and_then(cni_error_in);
         let code = run.exit.as_ref().and_then(|x| x.code);
         let ok = code == Some(0) && error.is_none();
         let is_add = run.cni.as_ref().and_then(|c| c.command.as_deref()) == Some("ADD");

@@ -113,17 +113,11 @@ pub fn plugin_name(config_type: Option<&str>, filename: &str) -> String {
 
 /// A CNI error reply (`{"code": N, "msg": …}`) printed on stdout, if that is what it is.
 pub fn cni_error(stdout: &[u8]) -> Option<Value> {
-    let v: Value = serde_json::from_slice(stdout).ok()?;
-    cni_error_value(&v)
+    cni_error_in(&serde_json::from_slice(stdout).ok()?)
 }
 
-/// The same, for stdout already parsed.
-pub fn cni_error_value(v: &Value) -> Option<Value> {
-    (v.get("code").is_some_and(Value::is_u64) && v.get("msg").is_some()).then(|| v.clone())
-}
-
-/// The same, for stdout read as borrowed JSON (the correlator's way).
-pub fn cni_error_json(v: &Json<'_>) -> Option<Value> {
+/// The same, for stdout already read (as the correlator reads it).
+pub fn cni_error_in(v: &Json<'_>) -> Option<Value> {
     (v.get("code").is_some_and(Json::is_u64) && v.get("msg").is_some()).then(|| v.to_value())
 }
 

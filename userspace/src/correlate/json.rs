@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Json<'a> {
     Null,
     Bool(bool),
@@ -113,31 +113,6 @@ fn distinct<'s, 'a>(
         .map(|(_, kv)| kv)
 }
 
-/// A string that borrows from the input when it can (serde's own `Cow<str>` always copies).
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<Key<'a>>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Key<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'a>, E> {
-                Ok(Key(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'a>, E> {
-                Ok(Key(Cow::Owned(s.to_string())))
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<Key<'a>, E> {
-                Ok(Key(Cow::Owned(s)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
-
 impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<'a>(std::marker::PhantomData<Json<'a>>);
@@ -186,7 +161,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Json<'a>, A::Error> {
                 let mut m = Vec::new();
-                while let Some(Key(k)) = a.next_key()? {
+                // A key is read as any value: serde_json's keys arrive as strings, borrowed
+                // when they have no escapes, like every other string here.
+                while let Some(k) = a.next_key::<Json<'a>>()? {
+                    let Json::Str(k) = k else {
+                        return Err(de::Error::custom("an object key that is not a string"));
+                    };
                     m.push((k, a.next_value()?));
                 }
                 Ok(Json::Obj(m))
