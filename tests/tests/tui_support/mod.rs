@@ -115,7 +115,6 @@ impl Tmux {
                 if pred(&again) {
                     return again;
                 }
-                continue;
             }
             if start.elapsed() > timeout {
                 panic!("timed out waiting for {what}; the screen:\n{s}");
