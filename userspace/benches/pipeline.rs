@@ -41,8 +41,9 @@ fn load() -> Vec<(Vec<u8>, Vec<Fact>)> {
     out
 }
 
-/// One replay of `records` into `out` (cleared first), as `cniscope replay` runs it.
-fn pass(records: &[(Vec<u8>, Vec<Fact>)], out: &mut Batch) -> usize {
+/// One replay of `records` into `out` (cleared first), as `cniscope replay` runs it. With
+/// `ndjson` false the invocations are built and dropped, not written: decode + correlate alone.
+fn pass(records: &[(Vec<u8>, Vec<Fact>)], out: &mut Batch, ndjson: bool) -> usize {
     let mut p = Pipeline::new(
         Clock::with_offset(0),
         false,
@@ -51,13 +52,19 @@ fn pass(records: &[(Vec<u8>, Vec<Fact>)], out: &mut Batch) -> usize {
         Box::new(ReplayLookups::default()),
     );
     p.names = Names::offline();
+    if !ndjson {
+        p.collect = Some(Vec::new());
+    }
     out.buf.clear();
     for (r, facts) in records {
         p.apply_facts(facts);
         p.push(&decode(r), out);
     }
     p.drain(out);
-    out.buf.len()
+    match p.collect {
+        Some(c) => c.len(),
+        None => out.buf.len(),
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -71,10 +78,14 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    // As `cniscope replay` runs: one output buffer, written out and cleared, never re-grown.
+    // What the goal names: invocations built (and dropped), no lines written.
     let mut out = Batch::default();
+    g.bench_function("decode+correlate", |b| {
+        b.iter(|| std::hint::black_box(pass(&records, &mut out, false)))
+    });
+    // As `cniscope replay` runs: one output buffer, written out and cleared, never re-grown.
     g.bench_function("decode+correlate+ndjson", |b| {
-        b.iter(|| std::hint::black_box(pass(&records, &mut out)))
+        b.iter(|| std::hint::black_box(pass(&records, &mut out, true)))
     });
     g.finish();
 }
@@ -84,19 +95,22 @@ criterion_group!(benches, bench);
 /// `CNISCOPE_BENCH_PASSES=N`: run N passes and nothing else, for counting instructions under
 /// `valgrind --tool=cachegrind` (this host's speed drifts; instruction counts do not). The
 /// difference between two pass counts, divided, is the cost of one pass.
+/// `CNISCOPE_BENCH_NDJSON=0` leaves the lines out (decode + correlate only).
 fn main() {
     if let Some(n) = std::env::var("CNISCOPE_BENCH_PASSES")
         .ok()
         .and_then(|n| n.parse::<usize>().ok())
     {
+        let ndjson = std::env::var("CNISCOPE_BENCH_NDJSON").as_deref() != Ok("0");
         let records = load();
         let mut out = Batch::default();
-        let mut bytes = 0;
+        let mut made = 0;
         for _ in 0..n {
-            bytes = pass(&records, &mut out);
+            made = pass(&records, &mut out, ndjson);
         }
+        let what = if ndjson { "bytes of NDJSON" } else { "outputs" };
         println!(
-            "{n} passes of {} records, {bytes} bytes of NDJSON each",
+            "{n} passes of {} records, {made} {what} each",
             records.len()
         );
         return;

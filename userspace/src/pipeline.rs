@@ -133,6 +133,10 @@ pub struct Pipeline {
     pub events: bool,
     /// Prometheus counters, when `--metrics-addr` is on.
     pub metrics: Option<std::sync::Arc<crate::agent::metrics::Metrics>>,
+    /// When set, finished invocations and netns-level changes are handed over here as values
+    /// instead of being written as NDJSON lines (for callers that read the structures: the
+    /// pipeline benchmark's decode+correlate stage).
+    pub collect: Option<Vec<Output>>,
 }
 
 impl Pipeline {
@@ -151,6 +155,7 @@ impl Pipeline {
             clock,
             events,
             metrics: None,
+            collect: None,
         }
     }
 
@@ -161,6 +166,10 @@ impl Pipeline {
                     Output::Invocation(inv) => m.invocation(inv),
                     Output::Netns(n) => m.netns_op(&n.op),
                 }
+            }
+            if let Some(c) = &mut self.collect {
+                c.push(o);
+                continue;
             }
             match o {
                 Output::Invocation(inv) => out.push(&*inv),

@@ -598,7 +598,7 @@ fn replay_instructions() -> Result<()> {
         .filter(|m| m["target"]["name"] == "pipeline")
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
         .context("no pipeline benchmark executable built")?;
-    let count = |passes: u32| -> Result<(u64, u64)> {
+    let count = |passes: u32, ndjson: bool| -> Result<(u64, u64)> {
         let o = Command::new("valgrind")
             .args([
                 "--tool=cachegrind",
@@ -607,6 +607,7 @@ fn replay_instructions() -> Result<()> {
             ])
             .arg(&exe)
             .env("CNISCOPE_BENCH_PASSES", passes.to_string())
+            .env("CNISCOPE_BENCH_NDJSON", if ndjson { "1" } else { "0" })
             .output()?;
         let err = String::from_utf8_lossy(&o.stderr);
         let ir = err
@@ -623,13 +624,18 @@ fn replay_instructions() -> Result<()> {
             .context("no record count from the benchmark")?;
         Ok((ir, records))
     };
-    let (one, records) = count(1)?;
-    let (eleven, _) = count(11)?;
-    let per_pass = eleven.saturating_sub(one) / 10;
-    println!(
-        "| replay decode + correlate + NDJSON, instructions (cachegrind) | per record | {} | {per_pass} per pass of {records} records |",
-        per_pass / records.max(1)
-    );
+    for (ndjson, stage) in [
+        (false, "decode + correlate"),
+        (true, "decode + correlate + NDJSON"),
+    ] {
+        let (one, records) = count(1, ndjson)?;
+        let (eleven, _) = count(11, ndjson)?;
+        let per_pass = eleven.saturating_sub(one) / 10;
+        println!(
+            "| replay {stage}, instructions (cachegrind) | per record | {} | {per_pass} per pass of {records} records |",
+            per_pass / records.max(1)
+        );
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! What a plugin changed in the result it was handed: its prevResult against the result it
 //! printed, by the parts of a CNI result people look for.
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
 
 use serde::Serialize;
 
@@ -38,52 +38,44 @@ pub struct ResultDiff {
     pub unchanged: bool,
 }
 
-type Items = (
-    BTreeSet<String>,
-    BTreeSet<String>,
-    BTreeSet<String>,
-    BTreeSet<String>,
-);
+/// A side's items, sorted and without duplicates; borrowed from the parsed result unless an
+/// item had to be composed (`eth0 (in /run/netns/x)`).
+type Set<'v> = Vec<Cow<'v, str>>;
 
-fn items(v: Option<&Json<'_>>) -> Items {
+fn set(mut v: Set<'_>) -> Set<'_> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn items<'v>(v: Option<&'v Json<'_>>) -> [Set<'v>; 4] {
     fn arr<'v, 'a>(v: Option<&'v Json<'a>>, k: &str) -> &'v [Json<'a>] {
         v.and_then(|v| v.get(k))
             .and_then(Json::as_array)
             .unwrap_or(&[])
     }
-    let s = |v: &Json, k: &str| v.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+    fn s<'v>(v: &'v Json<'_>, k: &str) -> &'v str {
+        v.get(k).and_then(Json::as_str).unwrap_or("")
+    }
+    // `a`, or `a<sep>b` when `b` is there.
+    fn pair<'v>(a: &'v str, sep: &str, b: &str, close: &str) -> Cow<'v, str> {
+        if b.is_empty() {
+            Cow::Borrowed(a)
+        } else {
+            Cow::Owned(format!("{a}{sep}{b}{close}"))
+        }
+    }
     let interfaces = arr(v, "interfaces")
         .iter()
-        .map(|i| {
-            let sb = s(i, "sandbox");
-            if sb.is_empty() {
-                s(i, "name")
-            } else {
-                format!("{} (in {sb})", s(i, "name"))
-            }
-        })
+        .map(|i| pair(s(i, "name"), " (in ", s(i, "sandbox"), ")"))
         .collect();
     let ips = arr(v, "ips")
         .iter()
-        .map(|i| {
-            let gw = s(i, "gateway");
-            if gw.is_empty() {
-                s(i, "address")
-            } else {
-                format!("{} gw {gw}", s(i, "address"))
-            }
-        })
+        .map(|i| pair(s(i, "address"), " gw ", s(i, "gateway"), ""))
         .collect();
     let routes = arr(v, "routes")
         .iter()
-        .map(|r| {
-            let gw = s(r, "gw");
-            if gw.is_empty() {
-                s(r, "dst")
-            } else {
-                format!("{} via {gw}", s(r, "dst"))
-            }
-        })
+        .map(|r| pair(s(r, "dst"), " via ", s(r, "gw"), ""))
         .collect();
     let dns = v
         .and_then(|v| v.get("dns"))
@@ -92,18 +84,24 @@ fn items(v: Option<&Json<'_>>) -> Items {
         .map(|a| {
             a.iter()
                 .filter_map(Json::as_str)
-                .map(str::to_string)
+                .map(Cow::Borrowed)
                 .collect()
         })
         .unwrap_or_default();
-    (interfaces, ips, routes, dns)
+    [set(interfaces), set(ips), set(routes), set(dns)]
 }
 
 /// Compares `prev` (the prevResult the plugin read, if any) with `result` (what it printed).
 pub fn diff(prev: Option<&Json<'_>>, result: Option<&Json<'_>>) -> ResultDiff {
-    let (pi, pa, pr, pd) = items(prev);
-    let (ri, ra, rr, rd) = items(result);
-    let d = |a: &BTreeSet<String>, b: &BTreeSet<String>| a.difference(b).cloned().collect();
+    let [pi, pa, pr, pd] = items(prev);
+    let [ri, ra, rr, rd] = items(result);
+    // What `a` has and `b` has not, in order.
+    let d = |a: &Set, b: &Set| {
+        a.iter()
+            .filter(|x| b.binary_search(x).is_err())
+            .map(|x| x.to_string())
+            .collect()
+    };
     let unchanged = match (prev, result) {
         // Equal but for `cniVersion` (a plugin may print the result in another version).
         (Some(p), Some(r)) => p.same_except(r, "cniVersion"),

@@ -56,6 +56,11 @@ pub fn split_block(b: &[u8]) -> Vec<String> {
 /// Extracts the `CNI_*` variables from an environment window. With `tail`, the window starts
 /// inside a variable, so its first fragment is skipped. A later duplicate wins, as in the
 /// environment a runtime builds (Go's exec de-duplicates keeping the last).
+///
+/// The window is read from its end, one variable at a time: libcni appends the `CNI_*`
+/// variables after the runtime's own environment, the first occurrence seen from the end is the
+/// one that wins, and the scan stops as soon as all six are found (a runtime's environment is
+/// kilobytes; the six are usually its last few hundred bytes).
 pub fn cni_env(window: &[u8], tail: bool) -> CniEnv {
     let mut env = CniEnv::default();
     // With a tail window the bytes before the first NUL are a fragment, never a variable.
@@ -68,28 +73,33 @@ pub fn cni_env(window: &[u8], tail: bool) -> CniEnv {
         0
     };
     let window = &window[start..];
-    // Only CNI_* variables matter and a runtime's environment is long: jump from one "CNI_"
-    // to the next (SIMD search) and keep those that start a variable.
-    for at in memchr::memmem::find_iter(window, b"CNI_") {
-        if at != 0 && window[at - 1] != 0 {
-            continue;
+    const ALL: u8 = (1 << 6) - 1;
+    let mut found = 0u8;
+    let mut end = window.len();
+    while found != ALL {
+        let begin = memchr::memrchr(0, &window[..end]).map_or(0, |i| i + 1);
+        let var = &window[begin..end];
+        if let Some(rest) = var.strip_prefix(b"CNI_")
+            && let Some(eq) = memchr::memchr(b'=', rest)
+        {
+            let (slot, bit) = match &rest[..eq] {
+                b"COMMAND" => (&mut env.command, 0),
+                b"CONTAINERID" => (&mut env.containerid, 1),
+                b"NETNS" => (&mut env.netns, 2),
+                b"IFNAME" => (&mut env.ifname, 3),
+                b"ARGS" => (&mut env.args, 4),
+                b"PATH" => (&mut env.path, 5),
+                _ => (&mut None, 6),
+            };
+            if bit < 6 && found & (1 << bit) == 0 {
+                *slot = Some(text(&rest[eq + 1..]));
+                found |= 1 << bit;
+            }
         }
-        let var = &window[at..];
-        let var = &var[..memchr::memchr(0, var).unwrap_or(var.len())];
-        let Some(eq) = memchr::memchr(b'=', var) else {
-            continue;
-        };
-        let (k, v) = (&var[..eq], &var[eq + 1..]);
-        let slot = match k {
-            b"CNI_COMMAND" => &mut env.command,
-            b"CNI_CONTAINERID" => &mut env.containerid,
-            b"CNI_NETNS" => &mut env.netns,
-            b"CNI_IFNAME" => &mut env.ifname,
-            b"CNI_ARGS" => &mut env.args,
-            b"CNI_PATH" => &mut env.path,
-            _ => continue,
-        };
-        *slot = Some(text(v));
+        if begin == 0 {
+            break;
+        }
+        end = begin - 1;
     }
     env
 }
@@ -366,6 +376,80 @@ mod tests {
         assert_eq!(cni.ifname.as_deref(), Some("net1"), "last duplicate wins");
         assert_eq!(cni.netns.as_deref(), Some("/run/netns/x"));
         assert_eq!(cni.path, None, "the cut first fragment is not a variable");
+    }
+
+    /// The plain reading of an environment block: every variable front to back, the last
+    /// duplicate winning. `cni_env` must agree with it on any window.
+    fn cni_env_reference(window: &[u8], tail: bool) -> CniEnv {
+        let mut env = CniEnv::default();
+        let mut vars = window.split(|&b| b == 0);
+        if tail {
+            vars.next();
+            if !window.contains(&0) {
+                return env;
+            }
+        }
+        for var in vars {
+            let Some(eq) = var.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            let v = Some(String::from_utf8_lossy(&var[eq + 1..]).into_owned());
+            match &var[..eq] {
+                b"CNI_COMMAND" => env.command = v,
+                b"CNI_CONTAINERID" => env.containerid = v,
+                b"CNI_NETNS" => env.netns = v,
+                b"CNI_IFNAME" => env.ifname = v,
+                b"CNI_ARGS" => env.args = v,
+                b"CNI_PATH" => env.path = v,
+                _ => {}
+            }
+        }
+        env
+    }
+
+    #[test]
+    fn cni_env_read_from_the_end_agrees_with_a_front_to_back_reading() {
+        // Windows built from a small alphabet of variables, fragments, duplicates, empty
+        // variables and stray NULs, in every order a simple generator produces.
+        let parts: [&[u8]; 12] = [
+            b"CNI_COMMAND=ADD",
+            b"CNI_COMMAND=DEL",
+            b"CNI_IFNAME=eth0",
+            b"CNI_IFNAME=",
+            b"CNI_NETNS=/run/netns/x",
+            b"CNI_CONTAINERID=abc",
+            b"CNI_ARGS=K8S_POD_NAME=p;X=CNI_PATH=no",
+            b"CNI_PATH=/opt/cni/bin",
+            b"XCNI_PATH=/not",
+            b"CNI_NOPE=1",
+            b"CNI_IFNAME",
+            b"",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            let mut w = Vec::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = (seed % 10) as usize;
+            let mut s = seed;
+            for _ in 0..n {
+                w.extend_from_slice(parts[(s % 12) as usize]);
+                w.push(0);
+                s /= 12;
+            }
+            if seed & (1 << 60) != 0 {
+                w.pop(); // a window cut before its last NUL
+            }
+            for tail in [false, true] {
+                assert_eq!(
+                    cni_env(&w, tail),
+                    cni_env_reference(&w, tail),
+                    "{:?} tail={tail}",
+                    String::from_utf8_lossy(&w)
+                );
+            }
+        }
     }
 
     #[test]

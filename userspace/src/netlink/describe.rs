@@ -164,6 +164,45 @@ fn addr(a: &RouteAddress) -> String {
     }
 }
 
+/// A value's `Debug` rendering, lowercased as `ip` prints enum names (`Kernel` → `kernel`,
+/// `Other(42)` → `other(42)`), written once instead of formatted and then copied.
+fn debug_lower(v: &dyn std::fmt::Debug) -> String {
+    struct Lower(String);
+    impl std::fmt::Write for Lower {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.extend(s.chars().map(|c| c.to_ascii_lowercase()));
+            Ok(())
+        }
+    }
+    let mut l = Lower(String::new());
+    let _ = write!(l, "{v:?}");
+    l.0
+}
+
+/// A variant's name: its `Debug` rendering up to the first `(`, space or `{`. Formatting stops
+/// there (the writer refuses the rest), so an attribute holding nested data costs its name, not
+/// a full dump of the data.
+fn debug_head(v: &dyn std::fmt::Debug) -> String {
+    struct Head(String);
+    impl std::fmt::Write for Head {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            match s.find(['(', ' ', '{']) {
+                Some(i) => {
+                    self.0.push_str(&s[..i]);
+                    Err(std::fmt::Error)
+                }
+                None => {
+                    self.0.push_str(s);
+                    Ok(())
+                }
+            }
+        }
+    }
+    let mut h = Head(String::new());
+    let _ = write!(h, "{v:?}");
+    h.0
+}
+
 fn table_name(t: u32) -> String {
     match t {
         254 => "main".into(),
@@ -219,13 +258,13 @@ fn route(m: &RouteMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, De
     if let Some(d) = &dev {
         let _ = write!(s, " dev {d}");
     }
-    let proto = format!("{:?}", h.protocol).to_lowercase();
+    let proto = debug_lower(&h.protocol);
     if proto != "unspec" {
         let _ = write!(s, " proto {proto}");
     }
     let scope = match h.scope {
         RouteScope::Universe => None,
-        other => Some(format!("{other:?}").to_lowercase()),
+        other => Some(debug_lower(&other)),
     };
     if let Some(sc) = &scope {
         let _ = write!(s, " scope {sc}");
@@ -240,7 +279,7 @@ fn route(m: &RouteMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, De
         let _ = write!(s, " metric {m}");
     }
     let detail = Detail::Route(RouteDetail {
-        family: format!("{:?}", h.address_family).to_lowercase(),
+        family: debug_lower(&h.address_family),
         dst: dst.map(|d| format!("{d}/{}", h.destination_prefix_length)),
         gateway: gw,
         oif,
@@ -249,7 +288,7 @@ fn route(m: &RouteMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, De
         scope,
         table,
         metric,
-        kind: format!("{:?}", h.kind).to_lowercase(),
+        kind: debug_lower(&h.kind),
     });
     (s, oif, detail)
 }
@@ -274,14 +313,14 @@ fn address(m: &AddressMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>
     let dev = cx.dev(h.index);
     let s = format!("addr {verb} {ip}/{} dev {dev}", h.prefix_len);
     let detail = Detail::Addr(AddrDetail {
-        family: format!("{:?}", h.family).to_lowercase(),
+        family: debug_lower(&h.family),
         local,
         address,
         prefix_len: h.prefix_len,
         index: h.index,
         dev,
         label,
-        scope: format!("{:?}", h.scope).to_lowercase(),
+        scope: debug_lower(&h.scope),
     });
     (s, Some(h.index), detail)
 }
@@ -303,7 +342,7 @@ fn link_info(infos: &[LinkInfo]) -> (Option<String>, Peer) {
             LinkInfo::Kind(k) => {
                 kind = Some(match k {
                     InfoKind::Other(s) => s.clone(),
-                    other => format!("{other:?}").to_lowercase(),
+                    other => debug_lower(other),
                 })
             }
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) => {
@@ -429,17 +468,7 @@ fn link(
             .unwrap_or_else(|| "<unresolved>".into());
         let _ = write!(s, " netns {shown}");
     }
-    let attributes: Vec<String> = m
-        .attributes
-        .iter()
-        .map(|a| {
-            let d = format!("{a:?}");
-            d.split(['(', ' ', '{'])
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
+    let attributes: Vec<String> = m.attributes.iter().map(|a| debug_head(a)).collect();
     let detail = Detail::Link(LinkDetail {
         index,
         name,
@@ -487,7 +516,7 @@ fn neigh(m: &NeighbourMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>
         let _ = write!(s, " lladdr {l}");
     }
     let _ = write!(s, " dev {dev}");
-    let state = format!("{:?}", h.state).to_lowercase();
+    let state = debug_lower(&h.state);
     let _ = write!(s, " nud {state}");
     let detail = Detail::Neigh(NeighDetail {
         dst,
@@ -684,6 +713,22 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enum_names_read_as_ip_prints_them() {
+        use netlink_packet_route::route::RouteProtocol;
+        assert_eq!(debug_lower(&RouteProtocol::Kernel), "kernel");
+        // An unnamed value keeps its number.
+        assert_eq!(debug_lower(&RouteProtocol::Other(42)), "other(42)");
+        // An attribute's name only, however much data it holds.
+        let info = LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(LinkMessage::default()))),
+        ]);
+        assert_eq!(debug_head(&info), "LinkInfo");
+        assert_eq!(debug_head(&LinkAttribute::Mtu(1500)), "Mtu");
+        assert_eq!(debug_head(&LinkAttribute::IfName("eth0".into())), "IfName");
+    }
 
     fn attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
         buf.extend(((4 + data.len()) as u16).to_ne_bytes());
