@@ -2,13 +2,13 @@
 //! and `cniscope replay` run exactly the same code: runs (per process) → correlator
 //! (invocations) → NDJSON lines.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde_json::Value;
 
 use crate::agent::output::{self, Batch};
 use crate::clock::Clock;
+use crate::correlate::Map;
 use crate::correlate::correlator::{self, Correlator, Lookups, Output};
 use crate::correlate::invocation::Op;
 use crate::correlate::runs::Runs;
@@ -74,10 +74,10 @@ impl Lookups for LiveLookups {
 /// Lookups answered from a recording's facts.
 #[derive(Default)]
 pub struct ReplayLookups {
-    inodes: HashMap<String, Option<u32>>,
-    tags: HashMap<u32, Option<Value>>,
-    comms: HashMap<u32, Option<String>>,
-    pods: HashMap<(String, String, Option<String>), Option<Value>>,
+    inodes: Map<String, Option<u32>>,
+    tags: Map<u32, Option<Value>>,
+    comms: Map<u32, Option<String>>,
+    pods: Map<(String, String, Option<String>), Option<Value>>,
 }
 
 impl Lookups for ReplayLookups {

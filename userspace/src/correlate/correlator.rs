@@ -48,24 +48,6 @@ impl Default for Config {
 /// Reported invocations kept for late steps to reopen (each with its steps' stdin/stdout).
 const MAX_DONE: usize = 1024;
 
-/// What the correlator reads of a plugin's stdin (its network configuration), borrowed.
-#[derive(serde::Deserialize)]
-struct StdinView<'a> {
-    // Any JSON, not a string: a config with an odd `type` must still be read for its
-    // prevResult.
-    #[serde(rename = "type", borrow)]
-    kind: Option<Json<'a>>,
-    #[serde(rename = "prevResult", borrow)]
-    prev_result: Option<Json<'a>>,
-}
-
-/// The network's name from the first step's stdin (the rest is skipped unread).
-#[derive(serde::Deserialize)]
-struct NameView<'a> {
-    #[serde(borrow)]
-    name: Option<Json<'a>>,
-}
-
 /// Runtime pid (or parent step pid for nested), container id, ifname, command.
 type Key = (u32, String, String, String);
 
@@ -356,33 +338,37 @@ impl Correlator {
         spawned: Vec<Spawned>,
         delegates: Vec<Step>,
     ) -> Step {
-        // Parse stdout once (a result or a CNI error); stdin only when something needs it, and
-        // then only the two fields used (serde skips the rest without building it).
-        let result: Option<Json> = serde_json::from_slice(&run.stdout.0).ok();
+        // Parse stdout once (a result or a CNI error); stdin (the network configuration, for
+        // its `type` and `prevResult`) only when something needs it.
+        let result = Json::parse(&run.stdout.0);
         let error = result.as_ref().and_then(cni_error_in);
         let code = run.exit.as_ref().and_then(|x| x.code);
         let ok = code == Some(0) && error.is_none();
         let is_add = run.cni.as_ref().and_then(|c| c.command.as_deref()) == Some("ADD");
-        let config: Option<StdinView> =
-            if (is_add && ok && result.is_some()) || run.filename.is_empty() {
-                serde_json::from_slice(&run.stdin.0).ok()
-            } else {
-                None
-            };
+        let config = if (is_add && ok && result.is_some()) || run.filename.is_empty() {
+            Json::parse(&run.stdin.0)
+        } else {
+            None
+        };
         let diff = (is_add && ok && result.is_some()).then(|| {
             diff(
-                config.as_ref().and_then(|c| c.prev_result.as_ref()),
+                config.as_ref().and_then(|c| c.get("prevResult")),
                 result.as_ref(),
             )
         });
         Step {
             index: 0,
             cni: run.cni,
+            network: config
+                .as_ref()
+                .and_then(|c| c.get("name"))
+                .and_then(Json::as_str)
+                .map(str::to_string),
             netns_inode: None,
             plugin: plugin_name(
                 config
                     .as_ref()
-                    .and_then(|c| c.kind.as_ref())
+                    .and_then(|c| c.get("type"))
                     .and_then(Json::as_str),
                 &run.filename,
             ),
@@ -424,7 +410,15 @@ impl Correlator {
             s.index = i;
         }
         let first = steps.first();
-        let cfg: Option<NameView> = first.and_then(|s| serde_json::from_slice(&s.stdin.0).ok());
+        // The network's name: read with the first step's stdin, or read now.
+        let network = first.and_then(|s| {
+            s.network.clone().or_else(|| {
+                Json::parse(&s.stdin.0)?
+                    .get("name")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+        });
         let cni = first.and_then(|s| s.cni.clone()).unwrap_or_default();
         let mut pod = cni.args.as_deref().and_then(Pod::from_cni_args);
         let netns_inode = first.and_then(|s| s.netns_inode);
@@ -485,9 +479,7 @@ impl Correlator {
             ifname: key.2.clone(),
             netns: cni.netns,
             netns_inode,
-            network: cfg
-                .and_then(|c| c.name)
-                .and_then(|n| n.as_str().map(str::to_string)),
+            network,
             pod,
             runtime: Runtime {
                 pid: key.0,

@@ -113,7 +113,7 @@ pub fn plugin_name(config_type: Option<&str>, filename: &str) -> String {
 
 /// A CNI error reply (`{"code": N, "msg": …}`) printed on stdout, if that is what it is.
 pub fn cni_error(stdout: &[u8]) -> Option<Value> {
-    cni_error_in(&serde_json::from_slice(stdout).ok()?)
+    cni_error_in(&Json::parse(stdout)?)
 }
 
 /// The same, for stdout already read (as the correlator reads it).

@@ -47,6 +47,10 @@ pub struct Step {
     /// The plugin's CNI environment (shown by the invocation, not repeated per step).
     #[serde(skip)]
     pub cni: Option<crate::events::CniEnv>,
+    /// The network's `name` from its stdin, when the correlator read the stdin anyway (the
+    /// invocation shows its first step's).
+    #[serde(skip)]
+    pub network: Option<String>,
     /// Inode of the namespace CNI_NETNS named when the plugin started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns_inode: Option<u32>,

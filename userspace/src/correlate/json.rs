@@ -9,10 +9,7 @@
 //! serde_json's `Number`.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
 
 #[derive(Debug)]
@@ -113,66 +110,207 @@ fn distinct<'s, 'a>(
         .map(|(_, kv)| kv)
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<Json<'a>>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Json<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
+/// serde_json's nesting limit: 127 levels; deeper documents are refused, as `from_slice`
+/// refuses them.
+const MAX_DEPTH: u32 = 127;
+
+impl<'a> Json<'a> {
+    /// Parses one JSON document (surrounding whitespace allowed). Accepts and refuses what
+    /// `serde_json::from_slice::<Value>` does (tested against it), borrowing every string
+    /// without escapes. The rare parts — strings with escapes, numbers that are not plain
+    /// unsigned integers — are handed to serde_json itself, so their meaning is its meaning.
+    pub fn parse(b: &'a [u8]) -> Option<Json<'a>> {
+        // Checked once as a whole: bytes that are not UTF-8 are refused by serde_json inside a
+        // string and outside one alike, and every string is then a slice of valid text.
+        let text = std::str::from_utf8(b).ok()?;
+        let mut p = Parser {
+            b,
+            text,
+            i: 0,
+            depth: 0,
+        };
+        let v = p.value()?;
+        p.ws();
+        (p.i == b.len()).then_some(v)
+    }
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    /// `b`, as the text it was checked to be.
+    text: &'a str,
+    i: usize,
+    depth: u32,
+}
+
+impl<'a> Parser<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    /// Skips whitespace and takes `c` if it comes next.
+    fn eat(&mut self, c: u8) -> bool {
+        self.ws();
+        let hit = self.b.get(self.i) == Some(&c);
+        self.i += usize::from(hit);
+        hit
+    }
+
+    fn value(&mut self) -> Option<Json<'a>> {
+        self.ws();
+        match *self.b.get(self.i)? {
+            b'{' => self.nested(Self::object),
+            b'[' => self.nested(Self::array),
+            b'"' => self.string().map(Json::Str),
+            b't' => self.literal(b"true", Json::Bool(true)),
+            b'f' => self.literal(b"false", Json::Bool(false)),
+            b'n' => self.literal(b"null", Json::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn nested(&mut self, f: fn(&mut Self) -> Option<Json<'a>>) -> Option<Json<'a>> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        let v = f(self);
+        self.depth -= 1;
+        v
+    }
+
+    fn object(&mut self) -> Option<Json<'a>> {
+        let mut m = Vec::new();
+        if self.eat(b'}') {
+            return Some(Json::Obj(m));
+        }
+        loop {
+            self.ws();
+            if self.b.get(self.i) != Some(&b'"') {
+                return None;
             }
-            fn visit_unit<E>(self) -> Result<Json<'a>, E> {
-                Ok(Json::Null)
+            let k = self.string()?;
+            if !self.eat(b':') {
+                return None;
             }
-            fn visit_none<E>(self) -> Result<Json<'a>, E> {
-                Ok(Json::Null)
+            m.push((k, self.value()?));
+            if self.eat(b',') {
+                continue;
             }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Json<'a>, D::Error> {
-                Json::deserialize(d)
+            return self.eat(b'}').then_some(Json::Obj(m));
+        }
+    }
+
+    fn array(&mut self) -> Option<Json<'a>> {
+        let mut v = Vec::new();
+        if self.eat(b']') {
+            return Some(Json::Arr(v));
+        }
+        loop {
+            v.push(self.value()?);
+            if self.eat(b',') {
+                continue;
             }
-            fn visit_bool<E>(self, b: bool) -> Result<Json<'a>, E> {
-                Ok(Json::Bool(b))
+            return self.eat(b']').then_some(Json::Arr(v));
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], v: Json<'a>) -> Option<Json<'a>> {
+        self.b[self.i..].starts_with(word).then(|| {
+            self.i += word.len();
+            v
+        })
+    }
+
+    /// A string at `"`: borrowed when it has no escapes, else decoded by serde_json.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let start = self.i + 1;
+        let mut j = start;
+        let mut escaped = false;
+        loop {
+            // Jump to the next quote or backslash; what lies between must not be a control
+            // character.
+            let run = memchr::memchr2(b'"', b'\\', &self.b[j..])?;
+            if self.b[j..j + run].iter().any(|&c| c < 0x20) {
+                return None;
             }
-            fn visit_u64<E>(self, n: u64) -> Result<Json<'a>, E> {
-                Ok(Json::Num(n.into()))
+            j += run;
+            if self.b[j] == b'"' {
+                break;
             }
-            fn visit_i64<E>(self, n: i64) -> Result<Json<'a>, E> {
-                Ok(Json::Num(n.into()))
-            }
-            fn visit_f64<E>(self, n: f64) -> Result<Json<'a>, E> {
-                // As serde_json's Value: a non-finite float is null.
-                Ok(Number::from_f64(n).map_or(Json::Null, Json::Num))
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Json<'a>, E> {
-                Ok(Json::Str(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Json<'a>, E> {
-                Ok(Json::Str(Cow::Owned(s.to_string())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Json<'a>, E> {
-                Ok(Json::Str(Cow::Owned(s)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Json<'a>, A::Error> {
-                let mut v = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
-                while let Some(x) = a.next_element()? {
-                    v.push(x);
-                }
-                Ok(Json::Arr(v))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Json<'a>, A::Error> {
-                let mut m = Vec::new();
-                // A key is read as any value: serde_json's keys arrive as strings, borrowed
-                // when they have no escapes, like every other string here.
-                while let Some(k) = a.next_key::<Json<'a>>()? {
-                    let Json::Str(k) = k else {
-                        return Err(de::Error::custom("an object key that is not a string"));
-                    };
-                    m.push((k, a.next_value()?));
-                }
-                Ok(Json::Obj(m))
+            escaped = true;
+            j += 2;
+            if j > self.b.len() {
+                return None;
             }
         }
-        d.deserialize_any(V(std::marker::PhantomData))
+        self.i = j + 1;
+        if escaped {
+            serde_json::from_slice::<String>(&self.b[start - 1..=j])
+                .ok()
+                .map(Cow::Owned)
+        } else {
+            // Between two quotes (ASCII, so character boundaries) of checked text.
+            Some(Cow::Borrowed(&self.text[start..j]))
+        }
+    }
+
+    /// A number by JSON's grammar; a plain unsigned integer directly, the rest by serde_json
+    /// (negative zero, floats, integers beyond u64, out-of-range exponents).
+    fn number(&mut self) -> Option<Json<'a>> {
+        let b = self.b;
+        let start = self.i;
+        let digits = |i: &mut usize| {
+            let from = *i;
+            while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i > from
+        };
+        let mut i = start + usize::from(b[start] == b'-');
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                digits(&mut i);
+            }
+            _ => return None,
+        }
+        let int_end = i;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            if !digits(&mut i) {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = b.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = b.get(i) {
+                i += 1;
+            }
+            if !digits(&mut i) {
+                return None;
+            }
+        }
+        self.i = i;
+        let text = &b[start..i];
+        if b[start] != b'-' && int_end == i {
+            // At most 20 digits: u64 or, beyond it, serde_json's float.
+            let mut n: u64 = 0;
+            let fits = text.iter().all(|d| {
+                n.checked_mul(10)
+                    .and_then(|m| m.checked_add(u64::from(d - b'0')))
+                    .map(|m| n = m)
+                    .is_some()
+            });
+            if fits {
+                return Some(Json::Num(n.into()));
+            }
+        }
+        serde_json::from_slice::<Number>(text).ok().map(Json::Num)
     }
 }
 
@@ -182,7 +320,7 @@ mod tests {
 
     fn both(text: &str) -> (Json<'_>, Value) {
         (
-            serde_json::from_str(text).unwrap(),
+            Json::parse(text.as_bytes()).unwrap(),
             serde_json::from_str(text).unwrap(),
         )
     }
@@ -209,6 +347,114 @@ mod tests {
             serde_json::to_string(&j.to_value()).unwrap(),
             serde_json::to_string(&v).unwrap()
         );
+    }
+
+    /// `Json::parse` must accept exactly what serde_json accepts, and read the same document.
+    fn agrees_with_serde_json(b: &[u8]) {
+        let ours = Json::parse(b).map(|j| j.to_value());
+        let theirs = serde_json::from_slice::<Value>(b).ok();
+        assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(b));
+    }
+
+    #[test]
+    fn parses_as_serde_json_does_on_edge_cases() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b" ",
+            b"null",
+            b" true ",
+            b"false",
+            b"nul",
+            b"truex",
+            b"0",
+            b"-0",
+            b"-",
+            b"01",
+            b"1.",
+            b"1.5",
+            b".5",
+            b"1e5",
+            b"1E+5",
+            b"1e-5",
+            b"1e",
+            b"1e400",
+            b"-1e400",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"-9223372036854775808",
+            b"-9223372036854775809",
+            b"123456789012345678901234567890",
+            b"2.0e0",
+            b"-0.0",
+            br#""""#,
+            br#""a"#,
+            br#""\""#,
+            br#""\u0041\n\/""#,
+            br#""\ud83d\ude00""#,
+            br#""\ud83d""#,
+            br#""\ude00x""#,
+            br#""\x""#,
+            b"\"a\tb\"",
+            b"\"a\x01\"",
+            b"\"\xff\"",
+            b"\"\xc3\xa9\"",
+            br#""\"#,
+            br#"[]"#,
+            br#"[ ]"#,
+            br#"[1,]"#,
+            br#"[,1]"#,
+            br#"[1 2]"#,
+            br#"{}"#,
+            br#"{ }"#,
+            br#"{"a":1,}"#,
+            br#"{"a" 1}"#,
+            br#"{a:1}"#,
+            br#"{"a":1 "b":2}"#,
+            br#"{"a":1,"a":2}"#,
+            br#"{"a":{"b":[null]}} x"#,
+            br#"{"a":1}}"#,
+            b"[1]\n",
+            b"\t[1]\r\n",
+            b"[\x0c1]",
+            br#"{"\u0061":1}"#,
+        ];
+        for c in cases {
+            agrees_with_serde_json(c);
+        }
+        // Nesting up to and past serde_json's limit.
+        for depth in 120..140 {
+            let doc = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            agrees_with_serde_json(doc.as_bytes());
+            let doc = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+            agrees_with_serde_json(doc.as_bytes());
+        }
+    }
+
+    #[test]
+    fn parses_as_serde_json_does_on_damaged_cni_documents() {
+        // A bridge result and a config with its prevResult, then every truncation and every
+        // single-byte replacement by a byte that matters to a JSON reader.
+        let docs: [&[u8]; 2] = [
+            br#"{"cniVersion":"1.0.0","interfaces":[{"name":"cni0","mac":"aa:bb:cc:dd:ee:ff"},{"name":"veth1","mac":"12:34:56:78:9a:bc"},{"name":"eth0","mac":"de:ad:be:ef:00:01","sandbox":"/run/netns/cni-1"}],"ips":[{"interface":2,"address":"10.88.0.7/16","gateway":"10.88.0.1"}],"routes":[{"dst":"0.0.0.0/0","gw":"10.88.0.1"}],"dns":{"nameservers":["10.0.0.10"]}}"#,
+            b"{\n  \"cniVersion\": \"1.0.0\",\n  \"name\": \"podman\",\n  \"type\": \"tuning\",\n  \"sysctl\": {\"net.ipv4.conf.eth0.rp_filter\": \"2\"},\n  \"mtu\": 1450, \"ratio\": -0.25e1, \"esc\": \"tab\\tquote\\\"\",\n  \"prevResult\": {\"ips\": [{\"address\": \"10.88.0.7/16\"}], \"dns\": {}}\n}\n",
+        ];
+        let bytes = [
+            b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b' ', b'0', b'-', b'.', b'e', b'n',
+            0x01, 0xff,
+        ];
+        for d in docs {
+            agrees_with_serde_json(d);
+            for cut in 0..d.len() {
+                agrees_with_serde_json(&d[..cut]);
+            }
+            for at in 0..d.len() {
+                for &x in &bytes {
+                    let mut m = d.to_vec();
+                    m[at] = x;
+                    agrees_with_serde_json(&m);
+                }
+            }
+        }
     }
 
     #[test]

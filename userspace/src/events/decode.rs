@@ -44,11 +44,18 @@ fn text(b: &[u8]) -> String {
     }
 }
 
-/// Splits a NUL-separated block (argv or environment) into strings.
+/// Splits a NUL-separated block (argv or environment) into strings. The block is checked as
+/// UTF-8 once (the usual case) rather than piece by piece.
 pub fn split_block(b: &[u8]) -> Vec<String> {
-    let mut v: Vec<String> = b.split(|&c| c == 0).map(text).collect();
-    if v.last().is_some_and(|s| s.is_empty()) {
-        v.pop();
+    if b.is_empty() {
+        return Vec::new();
+    }
+    // Every string ends in a NUL; a block cut short ends in the middle of one.
+    let b = b.strip_suffix(&[0]).unwrap_or(b);
+    let mut v = Vec::with_capacity(memchr::memchr_iter(0, b).count() + 1);
+    match std::str::from_utf8(b) {
+        Ok(s) => v.extend(s.split('\0').map(str::to_owned)),
+        Err(_) => v.extend(b.split(|&c| c == 0).map(text)),
     }
     v
 }
@@ -376,6 +383,25 @@ mod tests {
         assert_eq!(cni.ifname.as_deref(), Some("net1"), "last duplicate wins");
         assert_eq!(cni.netns.as_deref(), Some("/run/netns/x"));
         assert_eq!(cni.path, None, "the cut first fragment is not a variable");
+    }
+
+    #[test]
+    fn blocks_split_into_strings() {
+        let split = |b: &[u8]| split_block(b);
+        assert!(split(b"").is_empty());
+        assert_eq!(split(b"\0"), [""]);
+        assert_eq!(split(b"ip\0route\0"), ["ip", "route"]);
+        assert_eq!(split(b"ip\0\0"), ["ip", ""]);
+        assert_eq!(
+            split(b"ip\0rou"),
+            ["ip", "rou"],
+            "a cut block keeps its fragment"
+        );
+        assert_eq!(
+            split(b"ip\0\xffx\0"),
+            ["ip", "\u{fffd}x"],
+            "bad UTF-8 is replaced"
+        );
     }
 
     /// The plain reading of an environment block: every variable front to back, the last

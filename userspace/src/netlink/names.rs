@@ -3,23 +3,23 @@
 //! short-lived thread that enters the namespace: a netns belongs to one OS thread, never to the
 //! agent's reader).
 
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::correlate::Map;
 use crate::record::Fact;
 
 /// Known namespaces and interface names, bounded.
 #[derive(Default)]
 pub struct Names {
     /// netns inode → a path that opens it.
-    paths: HashMap<u32, PathBuf>,
+    paths: Map<u32, PathBuf>,
     /// (netns, ifindex) → name.
-    ifnames: HashMap<(u32, u32), String>,
+    ifnames: Map<(u32, u32), String>,
     /// netns → display name, refreshed every few seconds (a namespace is rarely renamed, but
     /// an inode can be reused after its namespace is gone).
-    shown: HashMap<u32, Option<String>>,
+    shown: Map<u32, Option<String>>,
     shown_at: Option<std::time::Instant>,
     /// Replaying a recording: answer only from facts, never from this system.
     offline: bool,
