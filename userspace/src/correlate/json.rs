@@ -7,6 +7,11 @@
 //! and borrows every string that has no escapes. Its comparisons follow `Value`'s: objects
 //! compare as maps (order aside), a repeated key means its last value, numbers compare as
 //! serde_json's `Number`.
+//!
+//! `Json::parse` reads the text itself (through serde's visitors the reading cost as much as
+//! the rest of the correlator); what it accepts and refuses is tested against
+//! `serde_json::from_slice::<Value>`, and the rare parts whose meaning is subtle (escapes,
+//! floats, big integers) are handed to serde_json.
 
 use std::borrow::Cow;
 
