@@ -60,7 +60,10 @@ enum Parent {
 }
 
 struct OpenStep {
-    exec: Arc<Exec>,
+    /// Its CNI_CONTAINERID, CNI_IFNAME and CNI_COMMAND (a plugin it runs for the same three is
+    /// its delegate). Copied rather than holding the exec record, which the run table then
+    /// hands over without a copy when the process exits.
+    ident: Option<(Option<String>, Option<String>, Option<String>)>,
     parent: Parent,
     netns_inode: Option<u32>,
     ops: Vec<Op>,
@@ -188,11 +191,11 @@ impl Correlator {
         }
         let parent = match parent_step {
             Some(p) => {
-                let pc = self.steps[&p].exec.cni.as_ref();
-                if pc.is_some_and(|pc| {
-                    pc.containerid.as_deref() == Some(&cid)
-                        && pc.ifname.as_deref() == Some(&ifname)
-                        && pc.command.as_deref() == Some(&cmd)
+                let pc = self.steps[&p].ident.as_ref();
+                if pc.is_some_and(|(c, i, m)| {
+                    c.as_deref() == Some(&cid)
+                        && i.as_deref() == Some(&ifname)
+                        && m.as_deref() == Some(&cmd)
                 }) {
                     Parent::Step(p)
                 } else {
@@ -220,7 +223,10 @@ impl Correlator {
         self.steps.insert(
             e.tgid,
             OpenStep {
-                exec: Arc::clone(e),
+                ident: e
+                    .cni
+                    .as_ref()
+                    .map(|c| (c.containerid.clone(), c.ifname.clone(), c.command.clone())),
                 parent,
                 netns_inode,
                 ops: Vec::new(),

@@ -181,7 +181,8 @@ fn finish(o: Open, exit: Option<&Exit>) -> Run {
         mut gaps,
         ..
     } = o;
-    // The correlator has let go of a child's exec by now, so this rarely copies.
+    // Nothing else holds the exec record by now (the correlator copies the three CNI fields it
+    // keeps), so this takes it without a copy.
     let exec = Arc::unwrap_or_clone(exec);
     let [stdin, stdout, stderr] = streams;
     let mut cut = Cut::default();
