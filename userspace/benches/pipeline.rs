@@ -8,8 +8,7 @@ use cniscope::agent::output::Batch;
 use cniscope::clock::Clock;
 use cniscope::correlate::correlator;
 use cniscope::events::decode::decode;
-use cniscope::netlink::names::Names;
-use cniscope::pipeline::{Pipeline, ReplayLookups};
+use cniscope::pipeline::Pipeline;
 use cniscope::record::{Fact, Frame, Reader};
 use criterion::{Criterion, Throughput, criterion_group};
 
@@ -44,14 +43,7 @@ fn load() -> Vec<(Vec<u8>, Vec<Fact>)> {
 /// One replay of `records` into `out` (cleared first), as `cniscope replay` runs it. With
 /// `ndjson` false the invocations are built and dropped, not written: decode + correlate alone.
 fn pass(records: &[(Vec<u8>, Vec<Fact>)], out: &mut Batch, ndjson: bool) -> usize {
-    let mut p = Pipeline::new(
-        Clock::with_offset(0),
-        false,
-        4096,
-        correlator::Config::default(),
-        Box::new(ReplayLookups::default()),
-    );
-    p.names = Names::offline();
+    let mut p = Pipeline::replay(Clock::with_offset(0), false, correlator::Config::default());
     if !ndjson {
         p.collect = Some(Vec::new());
     }

@@ -159,6 +159,14 @@ impl Pipeline {
         }
     }
 
+    /// The pipeline of a replay: every lookup answered from the recording's facts, never from
+    /// this system (`cniscope replay` and the pipeline benchmark).
+    pub fn replay(clock: Clock, events: bool, cfg: correlator::Config) -> Self {
+        let mut p = Self::new(clock, events, 4096, cfg, Box::new(ReplayLookups::default()));
+        p.names = Names::offline();
+        p
+    }
+
     fn emit(&mut self, outs: Vec<Output>, out: &mut Batch) {
         for o in outs {
             if let Some(m) = &self.metrics {

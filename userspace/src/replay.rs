@@ -9,8 +9,7 @@ use crate::agent::output::Batch;
 use crate::clock::Clock;
 use crate::correlate::correlator;
 use crate::events::decode::decode;
-use crate::netlink::names::Names;
-use crate::pipeline::{Pipeline, ReplayLookups};
+use crate::pipeline::Pipeline;
 use crate::record::{Fact, Frame, Reader};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -35,17 +34,14 @@ pub fn replay_to(args: &ReplayArgs, w: &mut dyn Write) -> Result<u64> {
         _ => anyhow::bail!("{} is not a cniscope recording", args.file.display()),
     };
     let quiet_ns = args.quiet_ms * 1_000_000;
-    let mut p = Pipeline::new(
+    let mut p = Pipeline::replay(
         clock,
         args.events,
-        4096,
         correlator::Config {
             quiet_ns,
             ..Default::default()
         },
-        Box::new(ReplayLookups::default()),
     );
-    p.names = Names::offline();
     let mut batch = Batch::default();
     let mut pending: Option<Vec<u8>> = None;
     let mut facts: Vec<Fact> = Vec::new();
