@@ -89,16 +89,18 @@ pub fn cni_env(window: &[u8], tail: bool) -> CniEnv {
         if let Some(rest) = var.strip_prefix(b"CNI_")
             && let Some(eq) = memchr::memchr(b'=', rest)
         {
-            let (slot, bit) = match &rest[..eq] {
-                b"COMMAND" => (&mut env.command, 0),
-                b"CONTAINERID" => (&mut env.containerid, 1),
-                b"NETNS" => (&mut env.netns, 2),
-                b"IFNAME" => (&mut env.ifname, 3),
-                b"ARGS" => (&mut env.args, 4),
-                b"PATH" => (&mut env.path, 5),
-                _ => (&mut None, 6),
+            let known = match &rest[..eq] {
+                b"COMMAND" => Some((&mut env.command, 0)),
+                b"CONTAINERID" => Some((&mut env.containerid, 1)),
+                b"NETNS" => Some((&mut env.netns, 2)),
+                b"IFNAME" => Some((&mut env.ifname, 3)),
+                b"ARGS" => Some((&mut env.args, 4)),
+                b"PATH" => Some((&mut env.path, 5)),
+                _ => None,
             };
-            if bit < 6 && found & (1 << bit) == 0 {
+            if let Some((slot, bit)) = known
+                && found & (1 << bit) == 0
+            {
                 *slot = Some(text(&rest[eq + 1..]));
                 found |= 1 << bit;
             }
