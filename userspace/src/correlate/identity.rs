@@ -111,12 +111,8 @@ pub fn plugin_name(config_type: Option<&str>, filename: &str) -> String {
     config_type.unwrap_or("?").to_string()
 }
 
-/// A CNI error reply (`{"code": N, "msg": …}`) printed on stdout, if that is what it is.
-pub fn cni_error(stdout: &[u8]) -> Option<Value> {
-    cni_error_in(&Json::parse(stdout)?)
-}
-
-/// The same, for stdout already read (as the correlator reads it).
+/// A CNI error reply (`{"code": N, "msg": …}`) printed on stdout, if that is what the stdout,
+/// as the correlator read it, is.
 pub fn cni_error_in(v: &Json<'_>) -> Option<Value> {
     (v.get("code").is_some_and(Json::is_u64) && v.get("msg").is_some()).then(|| v.to_value())
 }
@@ -178,6 +174,11 @@ mod tests {
                 .get("labels")
                 .is_none()
         );
+    }
+
+    /// As the correlator reads a step's stdout.
+    fn cni_error(stdout: &[u8]) -> Option<Value> {
+        Json::parse(stdout).as_ref().and_then(cni_error_in)
     }
 
     #[test]
