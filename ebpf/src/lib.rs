@@ -338,11 +338,14 @@ pub struct Offsets {
     pub tp_enter_buf: u32,
     /// `sys_exit_read`/`sys_exit_write`: offset of `ret`.
     pub tp_exit_ret: u32,
-    /// `sock:sock_send_length` fields.
-    pub tp_send_sk: u32,
-    pub tp_send_family: u32,
-    pub tp_send_protocol: u32,
-    pub tp_send_ret: u32,
+    /// `sock.__sk_common.skc_family` and `sock.sk_protocol`: the raw `sock_send_length`
+    /// tracepoint passes the socket only.
+    pub sock_family: u32,
+    pub sock_protocol: u32,
+    /// The window of struct sock read in one helper call for a netlink send: from
+    /// `sock_win_base`, `sock_win_len` bytes, holding net, protocol and the receive queue.
+    pub sock_win_base: u32,
+    pub sock_win_len: u32,
     /// `netlink:netlink_extack`: the `__data_loc char[] msg` field.
     pub tp_extack_msg: u32,
     /// The user registers sit at `task->stack + thread_size - pt_regs_size`.

@@ -7,8 +7,8 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel, bpf_probe_read_user as uread,
         generated::{
-            bpf_probe_read_kernel as raw_read_kernel, bpf_probe_read_kernel_str,
-            bpf_probe_read_user, bpf_send_signal,
+            bpf_get_current_comm as raw_get_current_comm, bpf_probe_read_kernel as raw_read_kernel,
+            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_send_signal,
         },
     },
     macros::{map, raw_tracepoint, tracepoint},
@@ -79,6 +79,17 @@ fn offsets() -> Option<Offsets> {
     } else {
         None
     }
+}
+
+/// The offsets by reference, for programs that use a few of them: each field is loaded where it
+/// is used instead of all of them being copied at entry. The pointer goes through a volatile read
+/// so that the compiler cannot fold the object's all-zero initial value into the loads.
+#[inline(always)]
+fn offsets_ref() -> Option<&'static Offsets> {
+    let p = &OFFSETS as *const Global<Offsets> as *const Offsets;
+    // SAFETY: reading a local; `Global<T>` is a transparent wrapper around the `T`.
+    let o: &'static Offsets = unsafe { &*core::ptr::read_volatile(&p) };
+    (o.magic == OFFSETS_MAGIC).then_some(o)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -700,21 +711,26 @@ fn netns_of_fd(off: &Offsets, task: u64, fd: u32) -> u32 {
     ino as u32
 }
 
-#[tracepoint(category = "sock", name = "sock_send_length")]
-pub fn cniscope_nl_send(ctx: TracePointContext) -> u32 {
+/// `sock_send_length(struct sock *sk, int ret, int flags)` as a raw tracepoint: the arguments
+/// are loads from the context, and no trace record is built for each send on the node.
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn cniscope_nl_send(ctx: RawTracePointContext) -> i32 {
     let _ = try_nl_send(&ctx);
     0
 }
 
+/// Words in the window read from one kernel struct (see `read_window`).
+const WIN_WORDS: usize = 128;
+
 /// Room to read several fields of one kernel struct with one helper call (see `read_window`).
 #[map(name = "NL_WIN")]
-static NL_WIN: PerCpuArray<[u64; 32]> = PerCpuArray::with_max_entries(1, 0);
+static NL_WIN: PerCpuArray<[u64; WIN_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Copies the `span` bytes at `addr` into `win`: one helper call for several fields of one
-/// struct (the loader checks that they lie within 256 bytes, 8-byte aligned to the first).
+/// struct (the loader checks that they lie within the window, 8-byte aligned to the first).
 #[inline(always)]
-fn read_window(win: &mut [u64; 32], addr: u64, span: u32) -> bool {
-    let n = span & 255;
+fn read_window(win: &mut [u64; WIN_WORDS], addr: u64, span: u32) -> bool {
+    let n = span & (WIN_WORDS as u32 * 8 - 1);
     n != 0
         && unsafe { raw_read_kernel(win.as_mut_ptr() as *mut c_void, n, addr as *const c_void) }
             == 0
@@ -722,52 +738,109 @@ fn read_window(win: &mut [u64; 32], addr: u64, span: u32) -> bool {
 
 /// The 8-byte word at struct offset `off` from a window read at struct offset `base`.
 #[inline(always)]
-fn word(win: &[u64; 32], base: u32, off: u32) -> u64 {
-    win[(off.wrapping_sub(base) / 8) as usize & 31]
+fn word(win: &[u64; WIN_WORDS], base: u32, off: u32) -> u64 {
+    win[(off.wrapping_sub(base) / 8) as usize & (WIN_WORDS - 1)]
 }
 
-fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
-    let off = offsets().ok_or(0i64)?;
-    // The cheap test first: this runs for every send of every socket on the node. One read of
-    // the record's sk..ret bytes (the loader checks they lie within 32 bytes from `sk`).
-    let mut rec = [0u8; 32];
-    let rec_span = (off.tp_send_family + 2)
-        .max(off.tp_send_protocol + 2)
-        .max(off.tp_send_ret + 4)
-        .max(off.tp_send_sk + 8)
-        - off.tp_send_sk;
-    let n = rec_span & 31;
-    if n < 8
-        || unsafe {
-            raw_read_kernel(
-                rec.as_mut_ptr() as *mut c_void,
-                n,
-                (ctx_ptr(ctx) + off.tp_send_sk as u64) as *const c_void,
-            )
-        } != 0
-    {
+/// The 2-byte value at struct offset `off` (2-byte aligned) from a window read at `base`.
+#[inline(always)]
+fn half(win: &[u64; WIN_WORDS], base: u32, off: u32) -> u16 {
+    let d = off.wrapping_sub(base);
+    (word(win, base, off) >> ((d & 6) * 8)) as u16
+}
+
+/// `struct user_msghdr` is 56 bytes.
+const MSGHDR_LEN: u64 = 56;
+const WIN_BYTES: u64 = WIN_WORDS as u64 * 8;
+
+/// Where a request's bytes are to be copied from.
+#[derive(Clone, Copy)]
+enum ReqAt {
+    /// In the sender's memory.
+    User,
+    /// Already in the window, at this byte offset.
+    Window(u32),
+}
+
+/// For sendmsg: the first iovec's base and length, found through the sender's msghdr. The
+/// msghdr is read with the 1 KiB above it, which on the stack of `ip` (and most callers, whose
+/// iovec and request are locals of the frames above) also holds the iovec (128 bytes up) and the
+/// request (560 bytes up for a route add): one user read then, instead of three. Anything not
+/// in the window is followed through its pointer as before.
+#[inline(always)]
+fn sendmsg_iov(wv: &mut [u64; WIN_WORDS], off: &Offsets, msg: u64) -> (u64, u64, ReqAt) {
+    let dst = wv.as_mut_ptr() as *mut c_void;
+    // SAFETY: user memory read through the helper into the per-CPU window (WIN_BYTES).
+    let mut span = WIN_BYTES;
+    if unsafe { bpf_probe_read_user(dst, WIN_BYTES as u32, msg as *const c_void) } != 0 {
+        // The window ran past mapped memory (the top of a stack): stay within the page.
+        let room = 4096 - (msg & 4095);
+        span = if room < MSGHDR_LEN {
+            MSGHDR_LEN
+        } else {
+            room.min(WIN_BYTES)
+        };
+        let n = (span as u32) & (WIN_BYTES as u32 * 2 - 1);
+        if n as u64 > WIN_BYTES || unsafe { bpf_probe_read_user(dst, n, msg as *const c_void) } != 0
+        {
+            return (0, 0, ReqAt::User);
+        }
+    }
+    let iov = word(wv, 0, off.msghdr_iov);
+    let d = iov.wrapping_sub(msg);
+    // `d < span` first: an iovec just below the msghdr wraps `d` to near u64::MAX.
+    let (base, len) = if d & 7 == 0 && d < span && d + 16 <= span {
+        let d = d as u32;
+        // iov_base and iov_len are adjacent (checked by the loader).
+        (word(wv, 0, d), word(wv, 0, d + 8))
+    } else {
+        // SAFETY: user pointers are read with bpf_probe_read_user only.
+        let bl: [u64; 2] =
+            unsafe { uread((iov + off.iovec_base as u64) as *const [u64; 2]) }.unwrap_or([0, 0]);
+        (bl[0], bl[1])
+    };
+    let r = base.wrapping_sub(msg);
+    let want = if len > NL_MAX_REQ as u64 {
+        NL_MAX_REQ as u64
+    } else {
+        len
+    };
+    let at = if r < span && r + want <= span {
+        ReqAt::Window(r as u32)
+    } else {
+        ReqAt::User
+    };
+    (base, len, at)
+}
+
+fn try_nl_send(ctx: &RawTracePointContext) -> Result<(), i64> {
+    // This runs for every send of every socket on the node: the cheap tests first. `ret` is
+    // what the send returned; a netlink request is at least a 16-byte header.
+    let ret = ctx.arg::<u64>(1) as i32;
+    if ret < 16 {
         return Ok(());
     }
-    let at = |o: u32| (o.wrapping_sub(off.tp_send_sk)) as usize;
-    let u16_at = |o: u32| u16::from_ne_bytes([rec[at(o) & 31], rec[(at(o) + 1) & 31]]);
-    let family = u16_at(off.tp_send_family);
+    let sk: u64 = ctx.arg(0);
+    let off = offsets_ref().ok_or(0i64)?;
+    let family: u16 = unsafe { kread(sk, off.sock_family) };
     if family != AF_NETLINK {
         return Ok(());
     }
-    let proto = u16_at(off.tp_send_protocol);
-    let r = at(off.tp_send_ret);
-    let ret = i32::from_ne_bytes([
-        rec[r & 31],
-        rec[(r + 1) & 31],
-        rec[(r + 2) & 31],
-        rec[(r + 3) & 31],
-    ]);
-    if proto != NETLINK_ROUTE || ret < 16 {
+    // struct sock: protocol, namespace and receive queue in one read.
+    let wp = NL_WIN.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU scratch owned by this program for its run.
+    let wv = unsafe { &mut *wp };
+    let sbase = off.sock_win_base;
+    if !read_window(wv, sk + sbase as u64, off.sock_win_len) {
         return Ok(());
     }
-    let sk = u64::from_ne_bytes([
-        rec[0], rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7],
-    ]);
+    if half(wv, sbase, off.sock_protocol) != NETLINK_ROUTE {
+        return Ok(());
+    }
+    let net = word(wv, sbase, off.sock_net);
+    let qlen = word(wv, sbase, off.sock_rcvq_qlen) as u32;
+    let skb = word(wv, sbase, off.sock_rcvq_prev);
+
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     // Whether the sender is a plugin's is looked up here only when it decides; otherwise the
@@ -790,15 +863,11 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     let w: [u64; 4] = unsafe { kread(regs, win) };
     let pick = |o: u32| w[((o - win) / 8) as usize & 3];
     let (nr, si, dx) = (pick(off.regs_orig_ax), pick(off.regs_si), pick(off.regs_dx));
-    let (buf, len, mut flags) = if nr == off.nr_sendto as u64 {
-        (si, dx, NL_F_SENDTO)
+    let (buf, len, at, mut flags) = if nr == off.nr_sendto as u64 {
+        (si, dx, ReqAt::User, NL_F_SENDTO)
     } else if nr == off.nr_sendmsg as u64 {
-        // SAFETY: user pointers are read with bpf_probe_read_user only.
-        let iov: u64 = unsafe { uread((si + off.msghdr_iov as u64) as *const u64) }.unwrap_or(0);
-        // iov_base and iov_len are adjacent (checked by the loader).
-        let bl: [u64; 2] =
-            unsafe { uread((iov + off.iovec_base as u64) as *const [u64; 2]) }.unwrap_or([0, 0]);
-        (bl[0], bl[1], 0)
+        let (b, l, at) = sendmsg_iov(wv, off, si);
+        (b, l, at, 0)
     } else {
         count(C_NL_UNATTRIBUTED, 1);
         return Ok(());
@@ -821,13 +890,19 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     if n32 < 16 || n32 as usize > NL_MAX_REQ {
         return Ok(());
     }
-    // SAFETY: 16 <= n32 <= NL_MAX_REQ < size of `data`.
-    let r = unsafe {
-        bpf_probe_read_user(
-            ev.data.as_mut_ptr() as *mut c_void,
-            n32,
-            buf as *const c_void,
-        )
+    let dst = ev.data.as_mut_ptr() as *mut c_void;
+    // SAFETY: 16 <= n32 <= NL_MAX_REQ < size of `data`; a window copy stays within the window
+    // (checked by `sendmsg_iov`).
+    let r = match at {
+        ReqAt::User => unsafe { bpf_probe_read_user(dst, n32, buf as *const c_void) },
+        ReqAt::Window(o) => unsafe {
+            raw_read_kernel(
+                dst,
+                n32,
+                (wv.as_ptr() as *const u8).add((o & (WIN_BYTES as u32 - 1)) as usize)
+                    as *const c_void,
+            )
+        },
     };
     if r != 0 {
         return Ok(());
@@ -847,22 +922,10 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
     ev.target_netns = 0;
     ev.peer_netns = 0;
     if ty == 16 || ty == 19 {
-        (ev.target_netns, ev.peer_netns) = link_move_targets(&off, task, buf, len);
+        (ev.target_netns, ev.peer_netns) = link_move_targets(off, task, buf, len);
     }
 
     ev.sk = sk;
-    // The socket's namespace and receive queue: one read of struct sock's window.
-    let wp = NL_WIN.get_ptr_mut(0).ok_or(0i64)?;
-    // SAFETY: per-CPU scratch owned by this program for its run.
-    let wv = unsafe { &mut *wp };
-    let sbase = min3(off.sock_net, off.sock_rcvq_prev, off.sock_rcvq_qlen);
-    let send = off.sock_net.max(off.sock_rcvq_prev).max(off.sock_rcvq_qlen) + 8;
-    if !read_window(wv, sk + sbase as u64, send - sbase) {
-        return Ok(());
-    }
-    let net = word(wv, sbase, off.sock_net);
-    let qlen = word(wv, sbase, off.sock_rcvq_qlen) as u32;
-    let skb = word(wv, sbase, off.sock_rcvq_prev);
     ev.netns = unsafe { kread::<u32>(net, off.net_ns_inum) };
     ev.task_netns = 0;
     if ctl.nl_sender_netns != 0 {
@@ -933,7 +996,11 @@ fn try_nl_send(ctx: &TracePointContext) -> Result<(), i64> {
         }
         let _ = EXTACK.remove(&id);
     }
-    ev.comm = bpf_get_current_comm().unwrap_or_default();
+    // Straight into the record (the safe wrapper zeroes a copy first and copies it).
+    // SAFETY: `comm` is 16 bytes.
+    if unsafe { raw_get_current_comm(ev.comm.as_mut_ptr() as *mut c_void, 16) } != 0 {
+        ev.comm = [0; 16];
+    }
     ev.hdr = Header {
         kind: EV_NETLINK,
         flags,

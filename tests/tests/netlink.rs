@@ -136,6 +136,40 @@ fn a_route_via_a_missing_device_reports_the_kernels_errno() {
     assert_eq!(v["outcome"]["error"], "No such device");
 }
 
+/// sendmsg's request is found through the msghdr and its iovec wherever they are: all within
+/// the 1 KiB the program reads above the msghdr; the iovec right below the msghdr (its offset
+/// from the msghdr wraps around); or scattered below a msghdr that ends at the edge of readable
+/// memory (every fallback: the window read fails, the iovec and the request are read through
+/// their pointers). The decoded request proves the bytes are the ones sent.
+#[test]
+fn sendmsg_requests_are_read_wherever_the_msghdr_iovec_and_request_lie() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let ns = Netns::new(&unique("cnsg"));
+    for (i, via) in [
+        rtnl::Via::SendmsgAdjacent,
+        rtnl::Via::SendmsgIovecBelow,
+        rtnl::Via::SendmsgScattered,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let oif = 987_000 + i as u32;
+        let (err, tid) = rtnl::add_route_oif_via(&ns.path(), [192, 0, 2, 0], 24, oif, via);
+        assert_eq!(err, -libc::ENODEV, "{via:?}");
+        let v = agent.wait_for(&format!("{via:?}"), Duration::from_secs(10), |v| {
+            v["type"] == "netlink" && v["pid"] == tid
+        });
+        assert_eq!(
+            v["op"],
+            format!("route add 192.0.2.0/24 dev if{oif} proto static table main"),
+            "{via:?}: {v}"
+        );
+        assert_eq!(v["netns"], ns.inode(), "{via:?}");
+        assert_eq!(v["outcome"]["errno"], libc::ENODEV, "{via:?}");
+    }
+}
+
 #[test]
 fn bridge_add_changes_are_attributed_to_the_bridge_process_and_the_right_netns() {
     require_root();

@@ -20,10 +20,11 @@ pub const ALWAYS_ON: &[(&str, &str, &str)] = &[
     (names::PROG_EXEC, "sched", "sched_process_exec"),
     (names::PROG_EXIT, "sched", "sched_process_exit"),
 ];
-pub const NETLINK: &[(&str, &str, &str)] = &[
-    (names::PROG_NL_EXTACK, "netlink", "netlink_extack"),
-    (names::PROG_NL_SEND, "sock", "sock_send_length"),
-];
+pub const NETLINK: &[(&str, &str, &str)] = &[(names::PROG_NL_EXTACK, "netlink", "netlink_extack")];
+/// Raw tracepoint programs: (program name, tracepoint). A raw tracepoint hands the program the
+/// tracepoint's arguments as they are; no trace record is built for each event.
+pub const RAW: &[(&str, &str)] = &[(names::PROG_FORK, "sched_process_fork")];
+pub const NETLINK_RAW: &[(&str, &str)] = &[(names::PROG_NL_SEND, "sock_send_length")];
 /// The stdio programs, in two interchangeable copies (see `names::PROG_READ_ENTER_B`).
 pub const STDIO: [&[(&str, &str, &str)]; 2] = [
     &[
@@ -102,11 +103,13 @@ pub fn load(offs: &Offsets, ringbuf_bytes: u32) -> Result<Ebpf> {
             .try_into()?;
         p.load().map_err(|e| explain(name, e))?;
     }
-    let p: &mut RawTracePoint = ebpf
-        .program_mut(names::PROG_FORK)
-        .context("fork program missing")?
-        .try_into()?;
-    p.load().map_err(|e| explain(names::PROG_FORK, e))?;
+    for (name, _) in RAW.iter().chain(NETLINK_RAW) {
+        let p: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} is missing from the object"))?
+            .try_into()?;
+        p.load().map_err(|e| explain(name, e))?;
+    }
     Ok(ebpf)
 }
 
@@ -114,12 +117,19 @@ pub fn load(offs: &Offsets, ringbuf_bytes: u32) -> Result<Ebpf> {
 /// `netlink`, the rtnetlink programs (`sock:sock_send_length` is not a syscall tracepoint either).
 pub fn attach_always_on(ebpf: &mut Ebpf, netlink: bool) -> Result<()> {
     // Fork first, so a plugin's children are followed from its first exec on.
-    let p: &mut RawTracePoint = ebpf
-        .program_mut(names::PROG_FORK)
-        .context("fork program missing")?
-        .try_into()?;
-    p.attach("sched_process_fork")
-        .context("attaching raw tracepoint sched_process_fork")?;
+    let raw: Vec<_> = if netlink {
+        RAW.iter().chain(NETLINK_RAW).collect()
+    } else {
+        RAW.iter().collect()
+    };
+    for (name, tp) in raw {
+        let p: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing"))?
+            .try_into()?;
+        p.attach(tp)
+            .with_context(|| format!("attaching {name} to raw tracepoint {tp}"))?;
+    }
     let progs: Vec<_> = if netlink {
         ALWAYS_ON.iter().chain(NETLINK).collect()
     } else {

@@ -73,11 +73,6 @@ pub fn resolve_netlink(btf: &Btf, tracefs: &Path, o: &mut Offsets) -> Result<()>
         btf.offset_of(s, p)
             .with_context(|| format!("offset of {s}.{p} from BTF"))
     };
-    let tp = |f: &str| tracefs::field_offset(tracefs, "sock", "sock_send_length", f);
-    o.tp_send_sk = tp("sk")?;
-    o.tp_send_family = tp("family")?;
-    o.tp_send_protocol = tp("protocol")?;
-    o.tp_send_ret = tp("ret")?;
     o.tp_extack_msg = tracefs::field_offset(tracefs, "netlink", "netlink_extack", "msg")?;
     o.task_stack = off("task_struct", "stack")?;
     // x86_64: THREAD_SIZE is 16 KiB, doubled under KASAN (whose functions are then in BTF).
@@ -104,6 +99,8 @@ pub fn resolve_netlink(btf: &Btf, tracefs: &Path, o: &mut Offsets) -> Result<()>
         o.iovec_len == o.iovec_base + 8,
         "struct iovec members are not adjacent on this kernel"
     );
+    o.sock_family = off("sock", "__sk_common.skc_family")?;
+    o.sock_protocol = off("sock", "sk_protocol")?;
     o.sock_net = off("sock", "__sk_common.skc_net.net")?;
     o.sock_rcvq_prev = off("sock", "sk_receive_queue.prev")?;
     o.sock_rcvq_qlen = off("sock", "sk_receive_queue.qlen")?;
@@ -121,34 +118,44 @@ pub fn resolve_netlink(btf: &Btf, tracefs: &Path, o: &mut Offsets) -> Result<()>
     Ok(())
 }
 
-/// The netlink program reads several fields with one helper call each from the tracepoint
-/// record (sk, family, protocol, ret within 32 bytes of sk), struct sock (net, receive queue
-/// head and length) and struct sk_buff (data, len): check that each group fits its window.
-fn check_windows(o: &Offsets) -> Result<()> {
-    let tp = [
-        (o.tp_send_family, 2),
-        (o.tp_send_protocol, 2),
-        (o.tp_send_ret, 4),
-    ];
-    anyhow::ensure!(
-        tp.iter()
-            .all(|&(f, size)| f >= o.tp_send_sk + 8 && f + size <= o.tp_send_sk + 32),
-        "sock_send_length's family/protocol/ret are not within 32 bytes after sk on this kernel"
-    );
-    for (what, fields) in [
-        (
-            "struct sock net/sk_receive_queue",
-            &[o.sock_net, o.sock_rcvq_prev, o.sock_rcvq_qlen][..],
-        ),
-        ("struct sk_buff data/len", &[o.skb_data, o.skb_len][..]),
-    ] {
-        let lo = fields.iter().min().copied().unwrap_or(0);
-        let hi = fields.iter().max().copied().unwrap_or(0);
-        anyhow::ensure!(
-            hi + 8 - lo <= 256 && fields.iter().all(|f| (f - lo) % 8 == 0),
-            "{what} do not lie 8-byte aligned within 256 bytes on this kernel"
-        );
-    }
+/// Bytes the netlink program reads from one kernel struct with one helper call (its window).
+const WINDOW: u32 = 1024;
+
+/// The netlink program reads several fields with one helper call per struct: struct sock (net,
+/// receive queue head and length, protocol) and struct sk_buff (data, len). Checks that each
+/// group fits the window, 8-byte aligned to its first field, and sets the sock window.
+fn check_windows(o: &mut Offsets) -> Result<()> {
+    // (first, end) of the bytes each group needs; every 8-byte field aligned to the first.
+    let fits = |words: &[u32], extra: &[(u32, u32)]| -> Option<(u32, u32)> {
+        let lo = words.iter().copied().min()?;
+        let hi = words
+            .iter()
+            .map(|w| w + 8)
+            .chain(extra.iter().map(|&(f, size)| f + size))
+            .max()?;
+        let aligned = words.iter().all(|w| (w - lo).is_multiple_of(8));
+        let inside = extra
+            .iter()
+            .all(|&(f, size)| f >= lo && f.is_multiple_of(size));
+        (aligned && inside && hi - lo <= WINDOW).then_some((lo, hi))
+    };
+    let (lo, hi) = fits(
+        &[o.sock_net, o.sock_rcvq_prev, o.sock_rcvq_qlen],
+        &[(o.sock_protocol, 2)],
+    )
+    .with_context(|| {
+        format!(
+            "struct sock's net, sk_receive_queue and sk_protocol do not lie within {WINDOW} \
+             bytes (8-byte aligned) on this kernel"
+        )
+    })?;
+    o.sock_win_base = lo;
+    o.sock_win_len = hi - lo;
+    fits(&[o.skb_data, o.skb_len], &[]).with_context(|| {
+        format!(
+            "struct sk_buff data/len do not lie 8-byte aligned within {WINDOW} bytes on this kernel"
+        )
+    })?;
     Ok(())
 }
 
@@ -168,4 +175,56 @@ pub fn check_io_layout(tracefs: &Path, o: &Offsets) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sock(net: u32, prev: u32, qlen: u32, protocol: u32) -> Offsets {
+        Offsets {
+            sock_net: net,
+            sock_rcvq_prev: prev,
+            sock_rcvq_qlen: qlen,
+            sock_protocol: protocol,
+            skb_data: 200,
+            skb_len: 112,
+            ..Offsets::ZERO
+        }
+    }
+
+    #[test]
+    fn the_sock_window_covers_net_receive_queue_and_protocol() {
+        // This kernel's layout: net at 48, the receive queue at 176/184, sk_protocol at 532.
+        let mut o = sock(48, 176, 184, 532);
+        check_windows(&mut o).unwrap();
+        assert_eq!((o.sock_win_base, o.sock_win_len), (48, 486));
+        // The protocol below the other fields starts the window.
+        let mut o = sock(48, 176, 184, 40);
+        assert!(
+            check_windows(&mut o).is_err(),
+            "protocol before the first word"
+        );
+    }
+
+    #[test]
+    fn layouts_the_program_cannot_read_in_one_go_are_refused_clearly() {
+        let too_far = check_windows(&mut sock(48, 176, 184, 48 + 1100)).unwrap_err();
+        assert!(
+            too_far.to_string().contains("within 1024 bytes"),
+            "{too_far}"
+        );
+        assert!(
+            check_windows(&mut sock(48, 180, 188, 532)).is_err(),
+            "misaligned"
+        );
+        assert!(
+            check_windows(&mut sock(48, 176, 184, 533)).is_err(),
+            "odd protocol"
+        );
+        let mut o = sock(48, 176, 184, 532);
+        o.skb_len = 2000;
+        let skb = check_windows(&mut o).unwrap_err();
+        assert!(skb.to_string().contains("sk_buff"), "{skb}");
+    }
 }
