@@ -253,10 +253,12 @@ fn routes_once(n: usize) -> Result<f64> {
     res
 }
 
-/// Paired rounds of three runs per side, in alternating order so the host's drift (runs here switch between a fast and
-/// a slow mode for seconds at a time) hits both sides alike: each round times the batch without
-/// the agent, with it, and with it frozen (SIGSTOP: the kernel programs still run and fill the
-/// ring buffer, the agent does nothing — the kernel side's share of the cost).
+/// Paired rounds of three runs per side, in alternating order so the host's drift (runs here
+/// switch between a fast and a slow mode for seconds at a time, ±20 %) hits both sides alike:
+/// each round times the batch without the agent, with it, and with it frozen (SIGSTOP: the
+/// kernel programs still run and fill the ring buffer, the agent does nothing — the kernel
+/// side's share of the cost). Many rounds (30 by default) and a confidence interval for the
+/// median per-round ratio, because one round's ratio moves by more than the effect measured.
 fn routes(bin: &Path, rounds: usize, n: usize) -> Result<()> {
     let mut base = Vec::new();
     let mut with = Vec::new();
@@ -327,7 +329,11 @@ fn routes(bin: &Path, rounds: usize, n: usize) -> Result<()> {
             let r = agent_run()?;
             (three()?, r)
         };
-        eprintln!("bench routes: without {b:.3} s, with {w:.3} s, frozen {f:.3} s");
+        eprintln!(
+            "bench routes: round {}/{rounds}: without {b:.3} s, with {w:.3} s ({:.3}), frozen {f:.3} s",
+            round + 1,
+            w / b
+        );
         base.push(b);
         with.push(w);
         fastest.0 = fastest.0.min(bmin);
@@ -340,13 +346,18 @@ fn routes(bin: &Path, rounds: usize, n: usize) -> Result<()> {
     let b = median(base);
     let w = median(with);
     let f = median(frozen);
+    let slower = pair.iter().filter(|&&r| r > 1.0).count();
+    let (lo, hi) = median_ci95(&pair);
     let p = median(pair);
     println!(
         "| `ip -batch` with {n} route adds in a netns ({rounds} paired rounds) | no agent | {b:.3} s | 1.000 |"
     );
     println!(
-        "| | agent reporting every change | {w:.3} s | {:.3} (median of per-round ratios {p:.3}; lost records: {lost}, changes missing from the output: {worst_missing}) |",
+        "| | agent reporting every change | {w:.3} s | {:.3} (lost records: {lost}, changes missing from the output: {worst_missing}) |",
         w / b
+    );
+    println!(
+        "| | median of the {rounds} per-round ratios (95% CI of the median; rounds where the agent's side was slower) | | {p:.3} ({lo:.3}–{hi:.3}; {slower}/{rounds}) |"
     );
     println!(
         "| | agent frozen (kernel programs only) | {f:.3} s | {:.3} |",
@@ -368,6 +379,28 @@ fn routes(bin: &Path, rounds: usize, n: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A distribution-free 95% confidence interval for the median of `v`: the order statistics
+/// whose ranks a Binomial(n, 1/2) puts 1.96 standard deviations either side of n/2.
+fn median_ci95(v: &[f64]) -> (f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len() as f64;
+    let half = 0.98 * n.sqrt();
+    let lo = ((n / 2.0 - half).floor().max(1.0) as usize).min(v.len()) - 1;
+    let hi = ((n / 2.0 + 1.0 + half).ceil() as usize).clamp(1, v.len()) - 1;
+    (v[lo], v[hi])
+}
+
+/// Rounds for the paired benchmarks whose effect is near this host's drift:
+/// `CNISCOPE_BENCH_ROUNDS`, else `default`.
+fn rounds_or(default: usize) -> usize {
+    std::env::var("CNISCOPE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
 }
 
 /// Turns `kernel.bpf_stats_enabled` on; the previous value comes back on drop.
@@ -657,7 +690,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         addel(&bin, 5, 40)?;
     }
     if matches!(what, "routes" | "all") {
-        routes(&bin, 8, 10_000)?;
+        routes(&bin, rounds_or(30), 10_000)?;
     }
     if matches!(what, "udp" | "all") {
         udp(&bin, 5, 200_000)?;
