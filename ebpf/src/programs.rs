@@ -71,21 +71,11 @@ unsafe fn kread<T: Copy + Default>(base: u64, off: u32) -> T {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.unwrap_or_default()
 }
 
+/// The offsets, by reference: each field is loaded where a program uses it instead of all of
+/// them being copied to its stack at entry. The pointer goes through a volatile read so that the
+/// compiler cannot fold the object's all-zero initial value into the loads.
 #[inline(always)]
-fn offsets() -> Option<Offsets> {
-    let o = OFFSETS.load();
-    if o.magic == OFFSETS_MAGIC {
-        Some(o)
-    } else {
-        None
-    }
-}
-
-/// The offsets by reference, for programs that use a few of them: each field is loaded where it
-/// is used instead of all of them being copied at entry. The pointer goes through a volatile read
-/// so that the compiler cannot fold the object's all-zero initial value into the loads.
-#[inline(always)]
-fn offsets_ref() -> Option<&'static Offsets> {
+fn offsets() -> Option<&'static Offsets> {
     let p = &OFFSETS as *const Global<Offsets> as *const Offsets;
     // SAFETY: reading a local; `Global<T>` is a transparent wrapper around the `T`.
     let o: &'static Offsets = unsafe { &*core::ptr::read_volatile(&p) };
@@ -821,7 +811,7 @@ fn try_nl_send(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let sk: u64 = ctx.arg(0);
-    let off = offsets_ref().ok_or(0i64)?;
+    let off = offsets().ok_or(0i64)?;
     let family: u16 = unsafe { kread(sk, off.sock_family) };
     if family != AF_NETLINK {
         return Ok(());
