@@ -74,6 +74,10 @@ pub const NL_MAX_REQ: usize = 2048;
 pub const NL_MAX_ACK: usize = 512;
 /// Bytes of the `netlink:netlink_extack` message kept.
 pub const NL_MAX_EXTACK: usize = 128;
+/// Bytes the netlink program reads from one kernel struct (or around a sender's msghdr) with one
+/// helper call; the loader checks that the fields it needs fit. A power of two (used as a mask).
+pub const NL_WINDOW: usize = 1024;
+const _: () = assert!(NL_WINDOW.is_power_of_two() && NL_WINDOW >= 8);
 
 // `Header::flags` for netlink events.
 /// The request was longer than `NL_MAX_REQ`.

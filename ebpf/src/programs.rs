@@ -710,7 +710,7 @@ pub fn cniscope_nl_send(ctx: RawTracePointContext) -> i32 {
 }
 
 /// Words in the window read from one kernel struct (see `read_window`).
-const WIN_WORDS: usize = 128;
+const WIN_WORDS: usize = NL_WINDOW / 8;
 
 /// Room to read several fields of one kernel struct with one helper call (see `read_window`).
 #[map(name = "NL_WIN")]
@@ -741,7 +741,7 @@ fn half(win: &[u64; WIN_WORDS], base: u32, off: u32) -> u16 {
 
 /// `struct user_msghdr` is 56 bytes.
 const MSGHDR_LEN: u64 = 56;
-const WIN_BYTES: u64 = WIN_WORDS as u64 * 8;
+const WIN_BYTES: u64 = NL_WINDOW as u64;
 
 /// Where a request's bytes are to be copied from.
 #[derive(Clone, Copy)]

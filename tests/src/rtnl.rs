@@ -83,7 +83,7 @@ pub fn add_route_oif_via(
                     sendmsg_laid_out(fd, &msg, &mut sa, via)
                 }
             };
-            assert_eq!(sent, msg.len() as isize, "sendto");
+            assert_eq!(sent, msg.len() as isize, "{via:?}");
             let mut buf = [0u8; 1024];
             let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
             assert!(n >= 20, "no reply");

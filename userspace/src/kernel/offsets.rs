@@ -119,7 +119,7 @@ pub fn resolve_netlink(btf: &Btf, tracefs: &Path, o: &mut Offsets) -> Result<()>
 }
 
 /// Bytes the netlink program reads from one kernel struct with one helper call (its window).
-const WINDOW: u32 = 1024;
+const WINDOW: u32 = cniscope_ebpf::NL_WINDOW as u32;
 
 /// The netlink program reads several fields with one helper call per struct: struct sock (net,
 /// receive queue head and length, protocol) and struct sk_buff (data, len). Checks that each
@@ -199,7 +199,7 @@ mod tests {
         let mut o = sock(48, 176, 184, 532);
         check_windows(&mut o).unwrap();
         assert_eq!((o.sock_win_base, o.sock_win_len), (48, 486));
-        // The protocol below the other fields starts the window.
+        // A protocol below the other fields is refused: the window starts at the first word.
         let mut o = sock(48, 176, 184, 40);
         assert!(
             check_windows(&mut o).is_err(),
