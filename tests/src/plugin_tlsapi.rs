@@ -184,6 +184,21 @@ impl TlsApi {
         self.handshake_errors.lock().expect("lock").clone()
     }
 
+    /// The failed handshakes once there are at least `n`, or what there is after `timeout`.
+    /// The server records a refused handshake after the client has gone (the client's alert
+    /// ends its run before the server's accept loop has read it), so a test that counts
+    /// them right after the client exits must wait.
+    pub fn wait_handshake_errors(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            let seen = self.handshake_errors();
+            if seen.len() >= n || std::time::Instant::now() >= until {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A YAML kubeconfig for `https://ADDR`, written into `dir` as `name`: `cluster` and `user`
     /// are (key, YAML scalar) pairs added to the cluster and the user.
     pub fn kubeconfig(

@@ -337,9 +337,10 @@ fn k8s_https_wrong_ca_is_a_clear_tls_error() {
     assert!(err["details"].as_str().unwrap().contains(want), "{err}");
 
     // The server saw the client refuse its certificate, and never a request.
-    assert!(api.requests().is_empty(), "{:?}", api.requests());
-    let seen = api.handshake_errors();
+    // (Waited for: the server records a refusal after the client has already exited.)
+    let seen = api.wait_handshake_errors(2, std::time::Duration::from_secs(5));
     assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
     assert!(seen[0].contains("UnknownCA"), "{seen:?}");
 
     // A server that accepts the connection and never speaks: bounded by the plugin's timeout.
