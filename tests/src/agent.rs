@@ -14,6 +14,8 @@ pub struct Agent {
     pub socket: std::path::PathBuf,
     lines: Arc<Mutex<Vec<Value>>>,
     pub stderr: Arc<Mutex<String>>,
+    /// The threads reading stdout and stderr, joined after the agent exits.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Agent {
@@ -35,7 +37,7 @@ impl Agent {
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("stdout");
         let l2 = lines.clone();
-        std::thread::spawn(move || {
+        let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 match serde_json::from_str::<Value>(&line) {
                     Ok(v) => l2.lock().expect("lines").push(v),
@@ -45,7 +47,7 @@ impl Agent {
         });
         let err = child.stderr.take().expect("stderr");
         let e2 = stderr.clone();
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let mut s = e2.lock().expect("stderr");
                 s.push_str(&line);
@@ -57,6 +59,7 @@ impl Agent {
             socket,
             lines,
             stderr,
+            readers: vec![out_reader, err_reader],
         };
         agent.wait_for("agent ready", Duration::from_secs(60), |v| {
             v["type"] == "agent" && v["event"] == "ready"
@@ -118,8 +121,9 @@ impl Agent {
                     }
                 }
             }
-            // Let the reader thread take the last lines.
-            std::thread::sleep(Duration::from_millis(100));
+            // Every line printed before the exit (the last stats line, partial invocations,
+            // `stopped`) is read before anyone looks.
+            crate::join_readers(&mut self.readers, Duration::from_secs(10));
         }
     }
 }

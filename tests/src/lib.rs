@@ -47,3 +47,21 @@ pub fn unique(prefix: &str) -> String {
     let n = N.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}{}{n}", std::process::id() % 100_000)
 }
+
+/// Waits (at most `timeout`) for threads reading a child's pipes to reach end of file, so
+/// every line the child printed before it exited has been taken. A grandchild still holding a
+/// pipe open would keep a reader going: the wait is bounded, and what was read is kept.
+pub fn join_readers(readers: &mut Vec<std::thread::JoinHandle<()>>, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while readers.iter().any(|r| !r.is_finished()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for r in std::mem::take(readers) {
+        if r.is_finished() {
+            // A reader that panicked (the agent printed a line that is not JSON) fails the test.
+            if let Err(p) = r.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+    }
+}

