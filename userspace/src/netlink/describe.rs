@@ -4,6 +4,7 @@
 //! reason, never a panic.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use netlink_packet_core::ParseableParametrized;
 use netlink_packet_route::{
@@ -156,10 +157,51 @@ fn verb_of(t: u16, flags: u16) -> Option<&'static str> {
     }
 }
 
+/// Appends `n` in decimal. Every change has a few numbers (prefix lengths, octets, tables);
+/// `write!` costs more than the digits through the formatting machinery.
+fn push_num(s: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(buf[i..].iter().map(|&d| char::from(d)));
+}
+
+/// Appends an address as `Display` writes it (IPv4 digit by digit; IPv6, with its zero-run
+/// compression, by `Display` itself).
+fn push_ip(s: &mut String, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(v) => {
+            for (k, o) in v.octets().into_iter().enumerate() {
+                if k > 0 {
+                    s.push('.');
+                }
+                push_num(s, u64::from(o));
+            }
+        }
+        IpAddr::V6(v) => {
+            let _ = write!(s, "{v}");
+        }
+    }
+}
+
+fn ip_string(ip: &IpAddr) -> String {
+    let mut s = String::with_capacity(15);
+    push_ip(&mut s, ip);
+    s
+}
+
 fn addr(a: &RouteAddress) -> String {
     match a {
-        RouteAddress::Inet(v) => v.to_string(),
-        RouteAddress::Inet6(v) => v.to_string(),
+        RouteAddress::Inet(v) => ip_string(&IpAddr::V4(*v)),
+        RouteAddress::Inet6(v) => ip_string(&IpAddr::V6(*v)),
         other => format!("{other:?}"),
     }
 }
@@ -203,12 +245,12 @@ fn debug_head(v: &dyn std::fmt::Debug) -> String {
     h.0
 }
 
-fn table_name(t: u32) -> String {
+fn push_table(s: &mut String, t: u32) {
     match t {
-        254 => "main".into(),
-        255 => "local".into(),
-        253 => "default".into(),
-        n => n.to_string(),
+        254 => s.push_str("main"),
+        255 => s.push_str("local"),
+        253 => s.push_str("default"),
+        n => push_num(s, u64::from(n)),
     }
 }
 
@@ -244,43 +286,58 @@ fn route(m: &RouteMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>, De
         }
     }
     let table = table.unwrap_or(h.table as u32);
-    let mut s = format!("route {verb} ");
+    let mut s = String::with_capacity(96);
+    s.push_str("route ");
+    s.push_str(verb);
+    s.push(' ');
+    // The destination with its prefix length, as the op shows it and as the detail keeps it.
+    let dst = dst.map(|mut d| {
+        d.push('/');
+        push_num(&mut d, u64::from(h.destination_prefix_length));
+        d
+    });
     match &dst {
-        Some(d) if h.destination_prefix_length > 0 => {
-            let _ = write!(s, "{d}/{}", h.destination_prefix_length);
-        }
+        Some(d) if h.destination_prefix_length > 0 => s.push_str(d),
         _ => s.push_str("default"),
     }
+    let field = |s: &mut String, name: &str, v: &str| {
+        s.push(' ');
+        s.push_str(name);
+        s.push(' ');
+        s.push_str(v);
+    };
     if let Some(g) = &gw {
-        let _ = write!(s, " via {g}");
+        field(&mut s, "via", g);
     }
     let dev = oif.map(|i| cx.dev(i));
     if let Some(d) = &dev {
-        let _ = write!(s, " dev {d}");
+        field(&mut s, "dev", d);
     }
     let proto = debug_lower(&h.protocol);
     if proto != "unspec" {
-        let _ = write!(s, " proto {proto}");
+        field(&mut s, "proto", &proto);
     }
     let scope = match h.scope {
         RouteScope::Universe => None,
         other => Some(debug_lower(&other)),
     };
     if let Some(sc) = &scope {
-        let _ = write!(s, " scope {sc}");
+        field(&mut s, "scope", sc);
     }
     if let Some(p) = &src {
-        let _ = write!(s, " src {p}");
+        field(&mut s, "src", p);
     }
     if table != 0 {
-        let _ = write!(s, " table {}", table_name(table));
+        s.push_str(" table ");
+        push_table(&mut s, table);
     }
     if let Some(m) = metric {
-        let _ = write!(s, " metric {m}");
+        s.push_str(" metric ");
+        push_num(&mut s, u64::from(m));
     }
     let detail = Detail::Route(RouteDetail {
         family: debug_lower(&h.address_family),
-        dst: dst.map(|d| format!("{d}/{}", h.destination_prefix_length)),
+        dst,
         gateway: gw,
         oif,
         dev,
@@ -300,8 +357,8 @@ fn address(m: &AddressMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>
     let mut label = None;
     for a in &m.attributes {
         match a {
-            AddressAttribute::Local(ip) => local = Some(ip.to_string()),
-            AddressAttribute::Address(ip) => address = Some(ip.to_string()),
+            AddressAttribute::Local(ip) => local = Some(ip_string(ip)),
+            AddressAttribute::Address(ip) => address = Some(ip_string(ip)),
             AddressAttribute::Label(l) => label = Some(l.clone()),
             _ => {}
         }
@@ -311,7 +368,13 @@ fn address(m: &AddressMessage, verb: &str, cx: &mut Ctx) -> (String, Option<u32>
         .or(address.clone())
         .unwrap_or_else(|| "?".into());
     let dev = cx.dev(h.index);
-    let s = format!("addr {verb} {ip}/{} dev {dev}", h.prefix_len);
+    let mut s = String::with_capacity(64);
+    for part in ["addr ", verb, " ", &ip, "/"] {
+        s.push_str(part);
+    }
+    push_num(&mut s, u64::from(h.prefix_len));
+    s.push_str(" dev ");
+    s.push_str(&dev);
     let detail = Detail::Addr(AddrDetail {
         family: debug_lower(&h.family),
         local,
@@ -402,11 +465,13 @@ fn link(
         (Some(i), None) => cx.dev(i),
         (None, None) => "?".into(),
     };
-    let mut s = match verb {
-        "add" => format!("link add {dev}"),
-        "del" => format!("link del dev {dev}"),
-        _ => format!("link set dev {dev}"),
-    };
+    let mut s = String::with_capacity(96);
+    s.push_str(match verb {
+        "add" => "link add ",
+        "del" => "link del dev ",
+        _ => "link set dev ",
+    });
+    s.push_str(&dev);
     if verb == "add" {
         if let Some(k) = &kind {
             let _ = write!(s, " type {k}");
@@ -551,7 +616,8 @@ fn rule(m: &RuleMessage, verb: &str) -> (String, Option<u32>, Detail) {
     }
     let table = table.unwrap_or(m.header.table as u32);
     if table != 0 {
-        let _ = write!(s, " table {}", table_name(table));
+        s.push_str(" table ");
+        push_table(&mut s, table);
     }
     (
         s,
@@ -713,6 +779,26 @@ pub fn describe(req: &NlRequest, names: &mut Names) -> Vec<Described> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for n in [0u64, 7, 10, 99, 255, 1000, 4_294_967_295, u64::MAX] {
+            let mut s = String::new();
+            push_num(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+        let ips: [IpAddr; 6] = [
+            "0.0.0.0".parse().unwrap(),
+            "10.244.77.2".parse().unwrap(),
+            "255.255.255.255".parse().unwrap(),
+            "192.0.3.100".parse().unwrap(),
+            "fe80::1".parse().unwrap(),
+            "2001:db8::8:800:200c:417a".parse().unwrap(),
+        ];
+        for ip in ips {
+            assert_eq!(ip_string(&ip), ip.to_string());
+        }
+    }
 
     #[test]
     fn enum_names_read_as_ip_prints_them() {
