@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod clock;
 pub mod correlate;
+pub mod digits;
 pub mod events;
 pub mod exec;
 pub mod k8s;

@@ -25,6 +25,7 @@ use super::invocation::*;
 use super::json::Json;
 use super::runs::Run;
 use crate::clock::Clock;
+use crate::digits::push_decimal;
 use crate::events::{Exec, Role};
 
 #[derive(Debug, Clone, Copy)]
@@ -250,7 +251,16 @@ impl Correlator {
                 let inv = Arc::unwrap_or_clone(inv);
                 (inv.steps, inv.revision + 1, inv.id)
             }
-            _ => (Vec::new(), 1, format!("{}-{}-{}", key.0, key.2, ts)),
+            _ => {
+                // `<runtime pid>-<ifname>-<first exec ns>`.
+                let mut id = String::with_capacity(key.2.len() + 32);
+                push_decimal(&mut id, u64::from(key.0));
+                id.push('-');
+                id.push_str(&key.2);
+                id.push('-');
+                push_decimal(&mut id, ts);
+                (Vec::new(), 1, id)
+            }
         };
         let failed = steps.iter().any(|s| !s.ok);
         self.invs.insert(

@@ -62,7 +62,11 @@ fn items<'v>(v: Option<&'v Json<'_>>) -> [Set<'v>; 4] {
         if b.is_empty() {
             Cow::Borrowed(a)
         } else {
-            Cow::Owned(format!("{a}{sep}{b}{close}"))
+            let mut s = String::with_capacity(a.len() + sep.len() + b.len() + close.len());
+            for part in [a, sep, b, close] {
+                s.push_str(part);
+            }
+            Cow::Owned(s)
         }
     }
     let interfaces = arr(v, "interfaces")

@@ -1,0 +1,32 @@
+//! Numbers written into strings without the formatting machinery: the pipeline writes a few
+//! per record (prefix lengths, octets, tables, ids), where `write!` costs more than the digits.
+
+/// Appends `n` in decimal, as `write!(s, "{n}")` does.
+pub fn push_decimal(s: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(buf[i..].iter().map(|&d| char::from(d)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_what_display_writes() {
+        for n in [0u64, 7, 10, 99, 255, 1000, 4_294_967_295, u64::MAX] {
+            let mut s = String::from("x");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+    }
+}
