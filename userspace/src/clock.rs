@@ -49,26 +49,42 @@ impl Clock {
 
     /// RFC 3339 with nanoseconds, UTC (`2023-11-14T22:13:20.000000005Z`). Every op and step
     /// carries one, so it is written digit by digit rather than through `fmt`.
+    ///
+    /// The events of a CNI chain come within the same few seconds, so the date and time of
+    /// the last second written is kept (per thread) and only the nanoseconds are written anew.
     pub fn rfc3339(&self, boot_ns: u64) -> String {
+        thread_local! {
+            static LAST: std::cell::Cell<(u64, [u8; 20])> =
+                const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+        }
         let ns = (boot_ns as i128 + self.offset_ns).max(0) as u64;
         let (secs, nanos) = (ns / 1_000_000_000, ns % 1_000_000_000);
-        let (y, m, d) = civil_from_days(secs / 86_400);
-        let sod = secs % 86_400;
         let mut b = *b"0000-00-00T00:00:00.000000000Z";
-        let mut put = |at: usize, width: usize, mut v: u64| {
+        let put = |b: &mut [u8; 30], at: usize, width: usize, mut v: u64| {
             for i in (at..at + width).rev() {
                 b[i] = b'0' + (v % 10) as u8;
                 v /= 10;
             }
         };
-        put(0, 4, y);
-        put(5, 2, m);
-        put(8, 2, d);
-        put(11, 2, sod / 3600);
-        put(14, 2, sod / 60 % 60);
-        put(17, 2, sod % 60);
-        put(20, 9, nanos);
-        String::from_utf8(b.to_vec()).expect("ASCII digits")
+        let (last_secs, head) = LAST.get();
+        if last_secs == secs {
+            b[..20].copy_from_slice(&head);
+        } else {
+            let (y, m, d) = civil_from_days(secs / 86_400);
+            let sod = secs % 86_400;
+            put(&mut b, 0, 4, y);
+            put(&mut b, 5, 2, m);
+            put(&mut b, 8, 2, d);
+            put(&mut b, 11, 2, sod / 3600);
+            put(&mut b, 14, 2, sod / 60 % 60);
+            put(&mut b, 17, 2, sod % 60);
+            let mut head = [0; 20];
+            head.copy_from_slice(&b[..20]);
+            LAST.set((secs, head));
+        }
+        put(&mut b, 20, 9, nanos);
+        // SAFETY: digits and the ASCII separators of the template.
+        unsafe { std::str::from_utf8_unchecked(&b) }.to_owned()
     }
 }
 

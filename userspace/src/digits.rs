@@ -14,7 +14,8 @@ pub fn push_decimal(s: &mut String, n: u64) {
             break;
         }
     }
-    s.extend(buf[i..].iter().map(|&d| char::from(d)));
+    // SAFETY: the bytes are ASCII digits.
+    s.push_str(unsafe { std::str::from_utf8_unchecked(&buf[i..]) });
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::correlate::Map;
 use crate::correlate::correlator::{self, Correlator, Lookups, Output};
 use crate::correlate::invocation::Op;
-use crate::correlate::runs::Runs;
+use crate::correlate::runs::{Run, Runs};
 use crate::events::{Event, Role};
 use crate::netlink::describe::{Described, describe};
 use crate::netlink::names::Names;
@@ -137,6 +137,8 @@ pub struct Pipeline {
     /// instead of being written as NDJSON lines (for callers that read the structures: the
     /// pipeline benchmark's decode+correlate stage).
     pub collect: Option<Vec<Output>>,
+    /// Runs finished by the event being pushed (kept between events for its capacity).
+    finished: Vec<Run>,
 }
 
 impl Pipeline {
@@ -156,6 +158,7 @@ impl Pipeline {
             events,
             metrics: None,
             collect: None,
+            finished: Vec::new(),
         }
     }
 
@@ -249,13 +252,16 @@ impl Pipeline {
         if self.events {
             out.push_value(&output::event_json(ev, &self.clock));
         }
-        for r in self.runs.push(ev) {
+        let mut finished = std::mem::take(&mut self.finished);
+        self.runs.push_into(ev, &mut finished);
+        for r in finished.drain(..) {
             if self.events {
                 out.push_value(&output::run_json(&r, &self.clock));
             }
             let outs = self.correlator.on_run(r, self.lookups.as_mut());
             self.emit(outs, out);
         }
+        self.finished = finished;
     }
 
     /// Facts looked up on the system since the last call (for a recording).

@@ -99,6 +99,13 @@ impl Runs {
     /// Feeds one event; returns the runs it finished.
     pub fn push(&mut self, ev: &Event) -> Vec<Run> {
         let mut done = Vec::new();
+        self.push_into(ev, &mut done);
+        done
+    }
+
+    /// Feeds one event; appends the runs it finished to `done` (a buffer the caller reuses:
+    /// a run finishes on every exit, and a fresh vector for each would be an allocation).
+    pub fn push_into(&mut self, ev: &Event, done: &mut Vec<Run>) {
         match ev {
             Event::Exec(e) => {
                 // A second exec of the same process ends the previous image's run.
@@ -150,7 +157,6 @@ impl Runs {
             }
             Event::Fork(_) | Event::Netlink(_) | Event::Undecodable { .. } => {}
         }
-        done
     }
 
     fn take(&mut self, tgid: u32) -> Option<Open> {
