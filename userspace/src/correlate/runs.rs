@@ -96,13 +96,6 @@ impl Runs {
         self.open.len()
     }
 
-    /// Feeds one event; returns the runs it finished.
-    pub fn push(&mut self, ev: &Event) -> Vec<Run> {
-        let mut done = Vec::new();
-        self.push_into(ev, &mut done);
-        done
-    }
-
     /// Feeds one event; appends the runs it finished to `done` (a buffer the caller reuses:
     /// a run finishes on every exit, and a fresh vector for each would be an allocation).
     pub fn push_into(&mut self, ev: &Event, done: &mut Vec<Run>) {
@@ -255,6 +248,13 @@ mod tests {
     use super::*;
     use crate::events::{Stdio, Stream};
 
+    /// One event in; the runs it finished out.
+    fn push(r: &mut Runs, ev: &Event) -> Vec<Run> {
+        let mut done = Vec::new();
+        r.push_into(ev, &mut done);
+        done
+    }
+
     fn exec(tgid: u32) -> Event {
         Event::Exec(Arc::new(Exec {
             ts_ns: 100,
@@ -305,11 +305,11 @@ mod tests {
     #[test]
     fn chunks_assemble_in_order_and_the_run_is_complete() {
         let mut r = Runs::new(8);
-        assert!(r.push(&exec(7)).is_empty());
-        r.push(&chunk(7, Stream::Stdin, 0, b"{\"a\""));
-        r.push(&chunk(7, Stream::Stdin, 4, b":1}"));
-        r.push(&chunk(7, Stream::Stdout, 0, b"ok"));
-        let done = r.push(&exit(7, [7, 2, 0]));
+        assert!(push(&mut r, &exec(7)).is_empty());
+        push(&mut r, &chunk(7, Stream::Stdin, 0, b"{\"a\""));
+        push(&mut r, &chunk(7, Stream::Stdin, 4, b":1}"));
+        push(&mut r, &chunk(7, Stream::Stdout, 0, b"ok"));
+        let done = push(&mut r, &exit(7, [7, 2, 0]));
         assert_eq!(done.len(), 1);
         let run = &done[0];
         assert_eq!(run.stdin.0, b"{\"a\":1}");
@@ -322,9 +322,9 @@ mod tests {
     #[test]
     fn a_lost_chunk_makes_the_run_incomplete_and_says_why() {
         let mut r = Runs::new(8);
-        r.push(&exec(7));
-        r.push(&chunk(7, Stream::Stdin, 4, b"xyz"));
-        let run = r.push(&exit(7, [7, 0, 0])).remove(0);
+        push(&mut r, &exec(7));
+        push(&mut r, &chunk(7, Stream::Stdin, 4, b"xyz"));
+        let run = push(&mut r, &exit(7, [7, 0, 0])).remove(0);
         assert!(!run.complete);
         assert_eq!(run.problems.len(), 2, "{:?}", run.problems);
     }
@@ -332,9 +332,9 @@ mod tests {
     #[test]
     fn open_runs_are_bounded() {
         let mut r = Runs::new(2);
-        r.push(&exec(1));
-        r.push(&exec(2));
-        let evicted = r.push(&exec(3));
+        push(&mut r, &exec(1));
+        push(&mut r, &exec(2));
+        let evicted = push(&mut r, &exec(3));
         assert_eq!(evicted.len(), 1);
         assert_eq!(evicted[0].tgid, 1);
         assert_eq!(r.open_count(), 2);
