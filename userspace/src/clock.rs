@@ -60,11 +60,8 @@ impl Clock {
         let ns = (boot_ns as i128 + self.offset_ns).max(0) as u64;
         let (secs, nanos) = (ns / 1_000_000_000, ns % 1_000_000_000);
         let mut b = *b"0000-00-00T00:00:00.000000000Z";
-        let put = |b: &mut [u8; 30], at: usize, width: usize, mut v: u64| {
-            for i in (at..at + width).rev() {
-                b[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
+        let put = |b: &mut [u8; 30], at: usize, width: usize, v: u64| {
+            crate::digits::write_padded(&mut b[at..at + width], v)
         };
         let (last_secs, head) = LAST.get();
         if last_secs == secs {

@@ -18,6 +18,15 @@ pub fn push_decimal(s: &mut String, n: u64) {
     s.push_str(unsafe { std::str::from_utf8_unchecked(&buf[i..]) });
 }
 
+/// Writes `v` into `out` in decimal, zero-padded to fill it (fixed-width fields such as a
+/// timestamp's `2023-11-14T22:13:20.000000005`); digits beyond its width are dropped.
+pub fn write_padded(out: &mut [u8], mut v: u64) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,5 +38,10 @@ mod tests {
             push_decimal(&mut s, n);
             assert_eq!(s, format!("x{n}"));
         }
+        let mut b = *b"xxxxx";
+        write_padded(&mut b[1..4], 7);
+        assert_eq!(&b, b"x007x");
+        write_padded(&mut b[1..4], 12345);
+        assert_eq!(&b, b"x345x");
     }
 }
