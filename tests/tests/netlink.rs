@@ -343,3 +343,104 @@ fn scope_plugins_reports_only_plugin_trees() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `cniscope ctl netlink off|on` against `agent`'s socket: (success, stdout, stderr).
+fn ctl_netlink(agent: &Agent, state: &str) -> (bool, String, String) {
+    let out = Command::new(cniscope_tests::bin_dir().join("cniscope"))
+        .args(["ctl", "netlink", state, "--socket"])
+        .arg(&agent.socket)
+        .output()
+        .expect("cniscope ctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn capture_is_paused_and_resumed_through_the_socket() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let ns = Netns::new(&unique("cnsp"));
+    assert!(ip(&["-n", &ns.name, "link", "set", "lo", "up"]).0);
+
+    let (ok, out, err) = ctl_netlink(&agent, "off");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), r#"{"netlink_capture":false}"#);
+    let (ok, paused) = ip(&[
+        "-n",
+        &ns.name,
+        "route",
+        "add",
+        "10.254.152.0/24",
+        "dev",
+        "lo",
+    ]);
+    assert!(ok, "the change itself is not affected by the pause");
+    let (ok, out, err) = ctl_netlink(&agent, "on");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), r#"{"netlink_capture":true}"#);
+    let (ok, resumed) = ip(&[
+        "-n",
+        &ns.name,
+        "route",
+        "add",
+        "10.254.153.0/24",
+        "dev",
+        "lo",
+    ]);
+    assert!(ok);
+    let v = change_by(&agent, resumed, "route add 10.254.153.0/24 dev lo");
+    assert_eq!(v["netns"], ns.inode());
+    // Both routes are in the namespace; only the second was reported.
+    let routes = Command::new("ip")
+        .args(["-n", &ns.name, "route", "show", "dev", "lo"])
+        .output()
+        .expect("ip route");
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        routes.contains("10.254.152.0/24") && routes.contains("10.254.153.0/24"),
+        "{routes}"
+    );
+
+    let lines = agent.stop();
+    assert!(
+        !lines
+            .iter()
+            .any(|v| v["type"] == "netlink" && v["tgid"] == paused),
+        "a change made while capture was paused was reported"
+    );
+    // The log says when capture was off, in order, before the change that followed.
+    let at = |pred: &dyn Fn(&Value) -> bool| lines.iter().position(pred).expect("line");
+    let off = at(&|v| v["event"] == "netlink_capture" && v["capture"] == false);
+    let on = at(&|v| v["event"] == "netlink_capture" && v["capture"] == true);
+    let change = at(&|v| v["type"] == "netlink" && v["tgid"] == resumed);
+    assert!(off < on && on < change, "{off} {on} {change}");
+    let last_stats = lines
+        .iter()
+        .rev()
+        .find(|v| v["type"] == "stats")
+        .expect("stats");
+    assert_eq!(last_stats["hooks"]["netlink_capture"], true);
+}
+
+#[test]
+fn capture_cannot_be_resumed_in_an_agent_started_without_it() {
+    require_root();
+    let agent = Agent::start(&["--netlink", "off"]);
+    let (ok, out, err) = ctl_netlink(&agent, "on");
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("rtnetlink capture is off in this agent"),
+        "{err}"
+    );
+    let lines = agent.stop();
+    assert!(!lines.iter().any(|v| v["event"] == "netlink_capture"));
+    let stats = lines
+        .iter()
+        .rev()
+        .find(|v| v["type"] == "stats")
+        .expect("stats");
+    assert_eq!(stats["hooks"]["netlink_capture"], false);
+}

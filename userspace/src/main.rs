@@ -30,6 +30,8 @@ enum Cmd {
     Exec(exec::ExecArgs),
     /// The live terminal UI: invocations, timelines, details and network namespaces.
     Tui(ui::TuiArgs),
+    /// Change a running agent through its socket (`cniscope ctl netlink off|on`).
+    Ctl(agent::server::CtlArgs),
     /// Report what this kernel offers and whether the agent can run here.
     Doctor {
         /// Print the checks as JSON.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Agent(a) => agent::run(a),
         Cmd::Replay(a) => replay::run(&a),
         Cmd::Tui(a) => ui::run(a),
+        Cmd::Ctl(a) => agent::server::ctl(&a),
         Cmd::Exec(a) => match exec::run(&a) {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => Err(e),

@@ -13,11 +13,16 @@ use anyhow::{Context, Result};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{TracePoint, trace_point::TracePointLink},
+    programs::{
+        RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink, trace_point::TracePointLink,
+    },
 };
 use cniscope_ebpf::{self as abi, Control, Tracked, names};
 
-use super::{guardian, loader::STDIO};
+use super::{
+    guardian,
+    loader::{NETLINK, NETLINK_RAW, STDIO},
+};
 use crate::clock;
 
 pub enum Msg {
@@ -25,6 +30,9 @@ pub enum Msg {
     PluginSeen,
     /// Stop: resume everything, detach every program, and reply with the last counters.
     Shutdown(std::sync::mpsc::Sender<(KernelCounters, HookState)>),
+    /// Attach (true) or detach (false) the rtnetlink programs; the reply comes once the change
+    /// has taken effect (a detach has waited out its RCU grace period).
+    Netlink(bool, tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -59,6 +67,8 @@ impl KernelCounters {
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct HookState {
     pub hooks_live: bool,
+    /// Whether the rtnetlink programs are attached (see `Msg::Netlink`).
+    pub netlink_capture: bool,
     pub attaches: u64,
     pub detaches: u64,
     pub resumed: u64,
@@ -72,6 +82,8 @@ pub struct Hooks {
     tracked: HashMap<MapData, u32, Tracked>,
     counters: PerCpuArray<MapData, u64>,
     links: Vec<TracePointLink>,
+    /// The rtnetlink programs' links while rtnetlink capture is on.
+    nl_links: Option<(RawTracePointLink, Vec<TracePointLink>)>,
     pin_dir: Option<std::path::PathBuf>,
     /// Which copy of the stdio programs is (or was last) attached.
     slot: usize,
@@ -133,6 +145,7 @@ impl Hooks {
             tracked,
             counters,
             links: Vec::new(),
+            nl_links: None,
             pin_dir,
             slot: 1,
             reapers: [None, None],
@@ -153,6 +166,60 @@ impl Hooks {
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// Attaches the rtnetlink programs: the send first, so an error's extack text is never
+    /// stored for a send that is not traced.
+    pub fn attach_netlink(&mut self) -> Result<()> {
+        if self.nl_links.is_some() {
+            return Ok(());
+        }
+        let (name, tp) = NETLINK_RAW;
+        let p: &mut RawTracePoint = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing"))?
+            .try_into()?;
+        let id = p
+            .attach(tp)
+            .with_context(|| format!("attaching {name} to raw tracepoint {tp}"))?;
+        let send = p.take_link(id)?;
+        let mut rest = Vec::new();
+        for (name, cat, tp) in NETLINK {
+            let p: &mut TracePoint = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing"))?
+                .try_into()?;
+            let id = p
+                .attach(cat, tp)
+                .with_context(|| format!("attaching {name} to {cat}:{tp}"))?;
+            rest.push(p.take_link(id)?);
+        }
+        self.nl_links = Some((send, rest));
+        self.state.netlink_capture = true;
+        Ok(())
+    }
+
+    /// Detaches the rtnetlink programs (the extack one first, so none of its entries is left
+    /// behind for a send that is no longer traced) on a throw-away thread, which sends `done`
+    /// once both are gone.
+    fn detach_netlink(&mut self, done: tokio::sync::oneshot::Sender<Result<(), String>>) {
+        self.state.netlink_capture = false;
+        let Some((send, rest)) = self.nl_links.take() else {
+            let _ = done.send(Ok(()));
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("cniscope-detach".into())
+            .spawn(move || {
+                drop(rest);
+                drop(send);
+                let _ = done.send(Ok(()));
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a thread to detach the rtnetlink programs: {e}");
+        }
     }
 
     fn write_control(&mut self, live: bool) -> Result<()> {
@@ -326,6 +393,14 @@ impl Hooks {
                         tracing::error!("cannot attach the stdio hooks: {e:#}");
                     }
                     self.resume_held();
+                }
+                Ok(Msg::Netlink(on, done)) => {
+                    if on {
+                        let r = self.attach_netlink().map_err(|e| format!("{e:#}"));
+                        let _ = done.send(r);
+                    } else {
+                        self.detach_netlink(done);
+                    }
                 }
                 Ok(Msg::Shutdown(done)) => {
                     self.shutdown();

@@ -24,7 +24,8 @@ pub const NETLINK: &[(&str, &str, &str)] = &[(names::PROG_NL_EXTACK, "netlink", 
 /// Raw tracepoint programs: (program name, tracepoint). A raw tracepoint hands the program the
 /// tracepoint's arguments as they are; no trace record is built for each event.
 pub const RAW: &[(&str, &str)] = &[(names::PROG_FORK, "sched_process_fork")];
-pub const NETLINK_RAW: &[(&str, &str)] = &[(names::PROG_NL_SEND, "sock_send_length")];
+/// The rtnetlink send program: (program name, raw tracepoint).
+pub const NETLINK_RAW: (&str, &str) = (names::PROG_NL_SEND, "sock_send_length");
 /// The stdio programs, in two interchangeable copies (see `names::PROG_READ_ENTER_B`).
 pub const STDIO: [&[(&str, &str, &str)]; 2] = [
     &[
@@ -103,7 +104,7 @@ pub fn load(offs: &Offsets, ringbuf_bytes: u32) -> Result<Ebpf> {
             .try_into()?;
         p.load().map_err(|e| explain(name, e))?;
     }
-    for (name, _) in RAW.iter().chain(NETLINK_RAW) {
+    for (name, _) in RAW.iter().chain([&NETLINK_RAW]) {
         let p: &mut RawTracePoint = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} is missing from the object"))?
@@ -113,16 +114,12 @@ pub fn load(offs: &Offsets, ringbuf_bytes: u32) -> Result<Ebpf> {
     Ok(ebpf)
 }
 
-/// Attaches exec, fork and exit (cheap scheduler tracepoints, off the syscall path) and, with
-/// `netlink`, the rtnetlink programs (`sock:sock_send_length` is not a syscall tracepoint either).
-pub fn attach_always_on(ebpf: &mut Ebpf, netlink: bool) -> Result<()> {
+/// Attaches exec, fork and exit (cheap scheduler tracepoints, off the syscall path). The
+/// rtnetlink programs (`sock:sock_send_length` is not a syscall tracepoint either) are attached
+/// by `Hooks::attach_netlink`, which can also detach them while the agent runs.
+pub fn attach_always_on(ebpf: &mut Ebpf) -> Result<()> {
     // Fork first, so a plugin's children are followed from its first exec on.
-    let raw: Vec<_> = if netlink {
-        RAW.iter().chain(NETLINK_RAW).collect()
-    } else {
-        RAW.iter().collect()
-    };
-    for (name, tp) in raw {
+    for (name, tp) in RAW {
         let p: &mut RawTracePoint = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing"))?
@@ -130,12 +127,7 @@ pub fn attach_always_on(ebpf: &mut Ebpf, netlink: bool) -> Result<()> {
         p.attach(tp)
             .with_context(|| format!("attaching {name} to raw tracepoint {tp}"))?;
     }
-    let progs: Vec<_> = if netlink {
-        ALWAYS_ON.iter().chain(NETLINK).collect()
-    } else {
-        ALWAYS_ON.iter().collect()
-    };
-    for (name, cat, tp) in progs {
+    for (name, cat, tp) in ALWAYS_ON {
         let p: &mut TracePoint = ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing"))?

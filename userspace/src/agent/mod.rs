@@ -145,7 +145,10 @@ pub fn run(args: AgentArgs) -> Result<()> {
     )?;
     // Before any thread exists and before anything is attached (see guardian.rs).
     let guard = guardian::spawn(hooks.held_map_fd())?;
-    loader::attach_always_on(hooks.ebpf_mut(), netlink)?;
+    loader::attach_always_on(hooks.ebpf_mut())?;
+    if netlink {
+        hooks.attach_netlink()?;
+    }
 
     let clock = Clock::now();
     let (mut out, out_thread) = Output::start(std::io::stdout(), 65536)?;
@@ -245,11 +248,18 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let mut ring = Some(ring);
     let result = rt.block_on(async {
         if let (Some(hub), Some(listener)) = (hub.clone(), listener) {
+            let ctl = server::Ctl {
+                hooks: tx.clone(),
+                out: out.clone(),
+                clock,
+                netlink,
+            };
             tokio::spawn(server::serve(
                 listener,
                 hub,
                 args.socket.clone(),
                 pods.clone(),
+                ctl,
             ));
         }
         if let (Some(m), Some(l)) = (metrics.clone(), metrics_listener) {
@@ -257,6 +267,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
         }
         read_loop(&mut ring, &out, &tx, &stats, &mut st, &mut rec).await
     });
+    // Ends the socket's and the metrics' tasks, and with them their handles on the output (the
+    // writer thread below stops once every handle is gone) and on the control thread.
+    drop(rt);
     if !args.no_socket {
         let _ = std::fs::remove_file(&args.socket);
     }

@@ -8,6 +8,10 @@
 //!   never waits for it.
 //! - `{"op":"pod","namespace":NS,"name":NAME}` / `{"op":"namespace","name":NS}` → one line: the
 //!   object from the agent's pod cache, or `{"error":…}`.
+//! - `{"op":"netlink","capture":false}` / `true` → detaches (attaches) the rtnetlink programs,
+//!   then one line: `{"netlink_capture":false}` once that has taken effect, or `{"error":…}`. The
+//!   agent's output says so too (`{"type":"agent","event":"netlink_capture",…}`), so a log never
+//!   hides a stretch in which changes were not captured.
 //!
 //! The socket is created mode 0600 (root only): the lines carry every plugin's stdin, which can
 //! hold credentials.
@@ -21,6 +25,10 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast;
+
+use super::hooks::Msg;
+use super::output::Output;
+use crate::clock::Clock;
 
 /// Bounds on what is kept for new clients.
 #[derive(Debug, Clone, Copy)]
@@ -171,6 +179,49 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
     Ok(l)
 }
 
+/// What clients may change in the running agent.
+#[derive(Clone)]
+pub struct Ctl {
+    /// The control thread, which owns the programs.
+    pub hooks: std::sync::mpsc::Sender<Msg>,
+    pub out: Output,
+    pub clock: Clock,
+    /// Whether rtnetlink capture can run in this agent (not `--netlink off`, and the kernel
+    /// allows it).
+    pub netlink: bool,
+}
+
+impl Ctl {
+    /// Turns rtnetlink capture on or off; the reply line for the client.
+    async fn netlink(&self, capture: Option<bool>) -> serde_json::Value {
+        let Some(on) = capture else {
+            return serde_json::json!({"error": "op netlink needs \"capture\": true or false"});
+        };
+        if !self.netlink {
+            return serde_json::json!({"error": "rtnetlink capture is off in this agent (--netlink off, or this kernel cannot run it)"});
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.hooks.send(Msg::Netlink(on, tx)).is_err() {
+            return serde_json::json!({"error": "the agent is stopping"});
+        }
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(Ok(()))) => {
+                self.out.emit(&serde_json::json!({
+                    "type": "agent",
+                    "event": "netlink_capture",
+                    "ts": self.clock.rfc3339(crate::clock::boot_ns()),
+                    "capture": on,
+                }));
+                tracing::info!(capture = on, "rtnetlink capture switched by a client");
+                serde_json::json!({"netlink_capture": on})
+            }
+            Ok(Ok(Err(e))) => serde_json::json!({"error": e}),
+            Ok(Err(_)) => serde_json::json!({"error": "the agent is stopping"}),
+            Err(_) => serde_json::json!({"error": "the agent did not answer within 10 s"}),
+        }
+    }
+}
+
 /// Serves clients until the runtime stops. `pods`: the Kubernetes pod cache, if the agent has
 /// one, for `pod` and `namespace` requests.
 pub async fn serve(
@@ -178,6 +229,7 @@ pub async fn serve(
     hub: Arc<Hub>,
     path: PathBuf,
     pods: Option<crate::k8s::PodCache>,
+    ctl: Ctl,
 ) {
     let listener = match UnixListener::from_std(listener) {
         Ok(l) => l,
@@ -191,8 +243,9 @@ pub async fn serve(
             Ok((stream, _)) => {
                 let hub = hub.clone();
                 let pods = pods.clone();
+                let ctl = ctl.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = client(stream, hub, pods).await {
+                    if let Err(e) = client(stream, hub, pods, ctl).await {
                         tracing::debug!("client: {e:#}");
                     }
                 });
@@ -209,6 +262,7 @@ async fn client(
     stream: UnixStream,
     hub: Arc<Hub>,
     pods: Option<crate::k8s::PodCache>,
+    ctl: Ctl,
 ) -> Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
@@ -261,12 +315,65 @@ async fn client(
             wr.write_all(format!("{reply}\n").as_bytes()).await?;
             Ok(())
         }
+        Some("netlink") => {
+            let reply = ctl.netlink(req["capture"].as_bool()).await;
+            wr.write_all(format!("{reply}\n").as_bytes()).await?;
+            Ok(())
+        }
         other => {
-            let msg = serde_json::json!({"error": format!("unknown op {other:?}; use subscribe, pod or namespace")});
+            let msg = serde_json::json!({"error": format!("unknown op {other:?}; use subscribe, pod, namespace or netlink")});
             wr.write_all(format!("{msg}\n").as_bytes()).await?;
             Ok(())
         }
     }
+}
+
+/// `cniscope ctl`: change a running agent through its socket.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CtlArgs {
+    #[command(subcommand)]
+    pub what: CtlCmd,
+    /// The agent's socket.
+    #[arg(long, default_value = "/run/cniscope/agent.sock", global = true)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CtlCmd {
+    /// Pause (`off`) or resume (`on`) rtnetlink capture: the programs are detached, not just
+    /// muted, so a paused agent costs netlink senders nothing.
+    Netlink {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+}
+
+/// Sends one request line to the agent at `socket` and returns its one-line reply.
+pub fn request(socket: &Path, req: &serde_json::Value) -> Result<serde_json::Value> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to the agent at {}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    s.write_all(format!("{req}\n").as_bytes())?;
+    let mut line = String::new();
+    std::io::BufReader::new(s)
+        .read_line(&mut line)
+        .context("reading the agent's reply")?;
+    serde_json::from_str(line.trim())
+        .with_context(|| format!("the agent's reply is not JSON: {line:?}"))
+}
+
+/// `cniscope ctl …`: prints the agent's reply; an `error` reply is this command's error.
+pub fn ctl(args: &CtlArgs) -> Result<()> {
+    let req = match &args.what {
+        CtlCmd::Netlink { state } => serde_json::json!({"op": "netlink", "capture": state == "on"}),
+    };
+    let reply = request(&args.socket, &req)?;
+    if let Some(e) = reply["error"].as_str() {
+        anyhow::bail!("{e}");
+    }
+    println!("{reply}");
+    Ok(())
 }
 
 #[cfg(test)]
