@@ -21,6 +21,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Agent {
     child: Child,
     pub log: PathBuf,
+    socket: PathBuf,
+    bin: PathBuf,
     stopped: bool,
 }
 
@@ -31,10 +33,12 @@ impl Agent {
         let log =
             std::env::temp_dir().join(format!("cniscope-bench-{}-{n}.ndjson", std::process::id()));
         let file = std::fs::File::create(&log)?;
+        let socket =
+            std::env::temp_dir().join(format!("cniscope-bench-{}.sock", std::process::id()));
         let child = Command::new(bin.join("cniscope"))
             .args(["agent", "--stats-interval", "3600", "--quiet-ms", "200"])
             .arg("--socket")
-            .arg(std::env::temp_dir().join(format!("cniscope-bench-{}.sock", std::process::id())))
+            .arg(&socket)
             .stdout(file)
             .stderr(Stdio::null())
             .spawn()
@@ -53,8 +57,21 @@ impl Agent {
         Ok(Self {
             child,
             log,
+            socket,
+            bin: bin.to_path_buf(),
             stopped: false,
         })
+    }
+
+    /// Attaches (`on`) or detaches the agent's rtnetlink programs (`cniscope ctl netlink`),
+    /// returning once the change has taken effect.
+    fn capture(&self, on: bool) -> Result<()> {
+        crate::run(
+            Command::new(self.bin.join("cniscope"))
+                .args(["ctl", "netlink", if on { "on" } else { "off" }, "--socket"])
+                .arg(&self.socket)
+                .stdout(Stdio::null()),
+        )
     }
 
     fn signal(&mut self) {
@@ -381,6 +398,60 @@ fn routes(bin: &Path, rounds: usize, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The agent's cost on its own, without the host's drift: one agent runs throughout, and its
+/// rtnetlink programs are detached and attached again (`cniscope ctl netlink off|on`) between
+/// batches, so the two batches of a pair run a second apart, in the same host mode. With the
+/// programs detached, an agent costs `ip` what no agent does (nothing else it attaches fires for
+/// netlink sends; the classic rounds below check it against no agent at all). Pairs alternate
+/// their order (off-on, on-off, on-off, off-on, …).
+fn routes_paired(bin: &Path, pairs: usize, n: usize) -> Result<()> {
+    let a = Agent::start(bin)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (mut off, mut on, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for p in 0..pairs {
+        let on_first = matches!(p % 4, 1 | 2);
+        let mut t = [0.0; 2];
+        for state in [on_first, !on_first] {
+            a.capture(state)?;
+            t[state as usize] = routes_once(n)?;
+        }
+        off.push(t[0]);
+        on.push(t[1]);
+        ratio.push(t[1] / t[0]);
+        eprintln!(
+            "bench routes: pair {}/{pairs}: capture off {:.3} s, on {:.3} s ({:.3}); running median {:.3}",
+            p + 1,
+            t[0],
+            t[1],
+            t[1] / t[0],
+            median(ratio.clone())
+        );
+    }
+    a.capture(true)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let (seen, stats) = a.stop();
+    // Each batch with capture on also reports its veth add and link up.
+    let expected = pairs as u64 * (n as u64 + 2);
+    let lost = stats["lost"].as_u64().unwrap_or(0);
+    let slower = ratio.iter().filter(|&&r| r > 1.0).count();
+    let (lo, hi) = median_ci95(&ratio);
+    println!(
+        "| `ip -batch` with {n} route adds in a netns, one agent, rtnetlink capture detached/attached between the batches of {pairs} pairs | capture off | {:.3} s | 1.000 |",
+        median(off.clone())
+    );
+    println!(
+        "| | capture on (pooled median) | {:.3} s | {:.3} (lost records: {lost}, changes missing from the output: {}) |",
+        median(on.clone()),
+        median(on) / median(off),
+        expected.saturating_sub(seen)
+    );
+    println!(
+        "| | **median of the {pairs} per-pair ratios** (95% CI of the median; pairs where the capturing side was slower) | | **{:.3}** ({lo:.3}–{hi:.3}; {slower}/{pairs}) |",
+        median(ratio)
+    );
+    Ok(())
+}
+
 /// A distribution-free 95% confidence interval for the median of `v`: the order statistics
 /// whose ranks a Binomial(n, 1/2) puts 1.96 standard deviations either side of n/2.
 fn median_ci95(v: &[f64]) -> (f64, f64) {
@@ -393,10 +464,11 @@ fn median_ci95(v: &[f64]) -> (f64, f64) {
     (v[lo], v[hi])
 }
 
-/// Rounds for the paired benchmarks whose effect is near this host's drift:
-/// `CNISCOPE_BENCH_ROUNDS`, else `default`.
-fn rounds_or(default: usize) -> usize {
-    std::env::var("CNISCOPE_BENCH_ROUNDS")
+/// Repetitions for the paired benchmarks whose effect is near this host's drift: the number in
+/// the environment variable `var` (`CNISCOPE_BENCH_PAIRS`, `CNISCOPE_BENCH_ROUNDS`), else
+/// `default`.
+fn count_or(var: &str, default: usize) -> usize {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
@@ -689,8 +761,11 @@ pub fn bench(args: &[String]) -> Result<()> {
     if matches!(what, "addel" | "all") {
         addel(&bin, 5, 40)?;
     }
+    if matches!(what, "routes" | "routes-paired" | "all") {
+        routes_paired(&bin, count_or("CNISCOPE_BENCH_PAIRS", 60), 10_000)?;
+    }
     if matches!(what, "routes" | "all") {
-        routes(&bin, rounds_or(30), 10_000)?;
+        routes(&bin, count_or("CNISCOPE_BENCH_ROUNDS", 10), 10_000)?;
     }
     if matches!(what, "udp" | "all") {
         udp(&bin, 5, 200_000)?;

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
         Some("image") => image::image(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup|run [cniscope args]|test|bench [dd|addel|routes|udp|cycles|rss|all|replay-ir]|image [opts]>\n\
+                "usage: cargo xtask <setup|run [cniscope args]|test|bench [dd|addel|routes|routes-paired|udp|cycles|rss|all|replay-ir]|image [opts]>\n\
                  \n  setup  install apt packages, rust-src and bpf-linker (idempotent)\
                  \n  run    set up, build (release) and run `cniscope tui` with its agent (or the given args)\
                  \n  test   set up, then fmt, clippy, unit tests, integration tests (root)\
