@@ -291,13 +291,19 @@ pub(super) fn ingest(s: &mut State, p: Prepared) {
             s.store.netns_change(change);
         }
         Prepared::Stats(st) => s.stats = Some(st),
-        Prepared::Agent(AgentEvent { event, pid }) => {
+        Prepared::Agent(AgentEvent {
+            event,
+            pid,
+            capture,
+        }) => {
             if event == "ready" {
                 s.agent_pid = pid;
             }
-            s.last_log = Some(match pid {
-                Some(p) => format!("agent {event} (pid {p})"),
-                None => format!("agent {event}"),
+            s.last_log = Some(match (pid, capture) {
+                (_, Some(false)) => "rtnetlink capture paused: changes are not seen".into(),
+                (_, Some(true)) => "rtnetlink capture resumed".into(),
+                (Some(p), None) => format!("agent {event} (pid {p})"),
+                (None, None) => format!("agent {event}"),
             });
         }
         Prepared::SnapshotEnd => s.in_snapshot = false,

@@ -283,12 +283,13 @@ pub struct AgentStats {
     pub output_dropped: u64,
 }
 
-/// An `agent` line: `ready` (with pids) or `stopped`.
+/// An `agent` line: `ready` (with pids), `stopped`, or `netlink_capture` (with `capture`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct AgentEvent {
     pub event: String,
     pub pid: Option<u32>,
+    pub capture: Option<bool>,
 }
 
 /// One line of the agent's output, as far as the TUI cares.

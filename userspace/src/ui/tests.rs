@@ -331,3 +331,26 @@ fn pause_holds_lines_and_follow_keeps_the_newest() {
     assert_eq!(s.sel, sel);
     assert_eq!(s.store.len(), 6);
 }
+
+#[test]
+fn a_paused_rtnetlink_capture_is_said_in_the_status_line() {
+    let mut s = session(80, 24);
+    feed(
+        &mut s,
+        r#"{"type":"agent","event":"netlink_capture","ts":"2026-11-23T19:29:45.429898529Z","capture":false}"#,
+    );
+    assert_eq!(
+        s.last_log.as_deref(),
+        Some("rtnetlink capture paused: changes are not seen")
+    );
+    assert!(
+        screen(&s).contains("rtnetlink capture paused"),
+        "{}",
+        screen(&s)
+    );
+    feed(
+        &mut s,
+        r#"{"type":"agent","event":"netlink_capture","ts":"2026-11-23T19:29:46.0Z","capture":true}"#,
+    );
+    assert_eq!(s.last_log.as_deref(), Some("rtnetlink capture resumed"));
+}
