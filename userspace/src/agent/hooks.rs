@@ -84,6 +84,8 @@ pub struct Hooks {
     links: Vec<TracePointLink>,
     /// The rtnetlink programs' links while rtnetlink capture is on.
     nl_links: Option<(RawTracePointLink, Vec<TracePointLink>)>,
+    /// The thread dropping the rtnetlink links of the last pause, if it may still run.
+    nl_reaper: Option<std::thread::JoinHandle<()>>,
     pin_dir: Option<std::path::PathBuf>,
     /// Which copy of the stdio programs is (or was last) attached.
     slot: usize,
@@ -146,6 +148,7 @@ impl Hooks {
             counters,
             links: Vec::new(),
             nl_links: None,
+            nl_reaper: None,
             pin_dir,
             slot: 1,
             reapers: [None, None],
@@ -173,6 +176,11 @@ impl Hooks {
     pub fn attach_netlink(&mut self) -> Result<()> {
         if self.nl_links.is_some() {
             return Ok(());
+        }
+        // A pause still being torn down (another client asked for it): its links must be gone
+        // first, or every send would be reported twice meanwhile.
+        if let Some(r) = self.nl_reaper.take() {
+            let _ = r.join();
         }
         let (name, tp) = NETLINK_RAW;
         let p: &mut RawTracePoint = self
@@ -217,8 +225,11 @@ impl Hooks {
                 drop(send);
                 let _ = done.send(Ok(()));
             });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start a thread to detach the rtnetlink programs: {e}");
+        match spawned {
+            Ok(h) => self.nl_reaper = Some(h),
+            Err(e) => {
+                tracing::error!("cannot start a thread to detach the rtnetlink programs: {e}")
+            }
         }
     }
 
