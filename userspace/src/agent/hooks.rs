@@ -13,15 +13,13 @@ use anyhow::{Context, Result};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{
-        RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink, trace_point::TracePointLink,
-    },
+    programs::{raw_trace_point::RawTracePointLink, trace_point::TracePointLink},
 };
 use cniscope_ebpf::{self as abi, Control, Tracked, names};
 
 use super::{
     guardian,
-    loader::{NETLINK, NETLINK_RAW, STDIO},
+    loader::{NETLINK, NETLINK_RAW, STDIO, take_raw, take_tracepoint},
 };
 use crate::clock;
 
@@ -183,26 +181,10 @@ impl Hooks {
             let _ = r.join();
         }
         let (name, tp) = NETLINK_RAW;
-        let p: &mut RawTracePoint = self
-            .ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing"))?
-            .try_into()?;
-        let id = p
-            .attach(tp)
-            .with_context(|| format!("attaching {name} to raw tracepoint {tp}"))?;
-        let send = p.take_link(id)?;
+        let send = take_raw(&mut self.ebpf, name, tp)?;
         let mut rest = Vec::new();
         for (name, cat, tp) in NETLINK {
-            let p: &mut TracePoint = self
-                .ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing"))?
-                .try_into()?;
-            let id = p
-                .attach(cat, tp)
-                .with_context(|| format!("attaching {name} to {cat}:{tp}"))?;
-            rest.push(p.take_link(id)?);
+            rest.push(take_tracepoint(&mut self.ebpf, name, cat, tp)?);
         }
         self.nl_links = Some((send, rest));
         self.state.netlink_capture = true;
@@ -262,15 +244,8 @@ impl Hooks {
             let _ = r.join();
         }
         for (name, cat, tp) in STDIO[self.slot] {
-            let p: &mut TracePoint = self
-                .ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing"))?
-                .try_into()?;
-            let id = p
-                .attach(cat, tp)
-                .with_context(|| format!("attaching {name} to {cat}:{tp}"))?;
-            self.links.push(p.take_link(id)?);
+            self.links
+                .push(take_tracepoint(&mut self.ebpf, name, cat, tp)?);
         }
         self.state.hooks_live = true;
         self.state.attaches += 1;

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{ProgramError, RawTracePoint, TracePoint},
+    programs::{
+        Program, ProgramError, RawTracePoint, TracePoint,
+        raw_trace_point::{RawTracePointLink, RawTracePointLinkId},
+        trace_point::{TracePointLink, TracePointLinkId},
+    },
 };
 use cniscope_ebpf::{Offsets, names};
 
@@ -98,17 +102,11 @@ pub fn load(offs: &Offsets, ringbuf_bytes: u32) -> Result<Ebpf> {
         .chain(STDIO[1])
         .chain(NETLINK)
     {
-        let p: &mut TracePoint = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} is missing from the object"))?
-            .try_into()?;
+        let p: &mut TracePoint = program(&mut ebpf, name)?;
         p.load().map_err(|e| explain(name, e))?;
     }
     for (name, _) in RAW.iter().chain([&NETLINK_RAW]) {
-        let p: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} is missing from the object"))?
-            .try_into()?;
+        let p: &mut RawTracePoint = program(&mut ebpf, name)?;
         p.load().map_err(|e| explain(name, e))?;
     }
     Ok(ebpf)
@@ -119,21 +117,64 @@ pub fn load(offs: &Offsets, ringbuf_bytes: u32) -> Result<Ebpf> {
 /// by `Hooks::attach_netlink`, which can also detach them while the agent runs.
 pub fn attach_always_on(ebpf: &mut Ebpf) -> Result<()> {
     // Fork first, so a plugin's children are followed from its first exec on.
+    // The programs keep these links (dropped with the object).
     for (name, tp) in RAW {
-        let p: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing"))?
-            .try_into()?;
-        p.attach(tp)
-            .with_context(|| format!("attaching {name} to raw tracepoint {tp}"))?;
+        attach_raw(ebpf, name, tp)?;
     }
     for (name, cat, tp) in ALWAYS_ON {
-        let p: &mut TracePoint = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing"))?
-            .try_into()?;
-        p.attach(cat, tp)
-            .with_context(|| format!("attaching {name} to {cat}:{tp}"))?;
+        attach_tracepoint(ebpf, name, cat, tp)?;
     }
     Ok(())
+}
+
+/// The loaded program `name` as its type (`TracePoint`, `RawTracePoint`).
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    Ok(ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} is missing from the object"))?
+        .try_into()?)
+}
+
+/// Attaches tracepoint program `name` to `cat:tp`; the program keeps the link unless the
+/// caller takes it (see `take_tracepoint`).
+fn attach_tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    cat: &str,
+    tp: &str,
+) -> Result<(&'a mut TracePoint, TracePointLinkId)> {
+    let p: &mut TracePoint = program(ebpf, name)?;
+    let id = p
+        .attach(cat, tp)
+        .with_context(|| format!("attaching {name} to {cat}:{tp}"))?;
+    Ok((p, id))
+}
+
+/// Attaches raw tracepoint program `name` to `tp` (see `attach_tracepoint`).
+fn attach_raw<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    tp: &str,
+) -> Result<(&'a mut RawTracePoint, RawTracePointLinkId)> {
+    let p: &mut RawTracePoint = program(ebpf, name)?;
+    let id = p
+        .attach(tp)
+        .with_context(|| format!("attaching {name} to raw tracepoint {tp}"))?;
+    Ok((p, id))
+}
+
+/// Attaches tracepoint program `name` to `cat:tp` and hands the link to the caller: dropping
+/// it detaches the program.
+pub fn take_tracepoint(ebpf: &mut Ebpf, name: &str, cat: &str, tp: &str) -> Result<TracePointLink> {
+    let (p, id) = attach_tracepoint(ebpf, name, cat, tp)?;
+    Ok(p.take_link(id)?)
+}
+
+/// Attaches raw tracepoint program `name` to `tp` and hands the link to the caller.
+pub fn take_raw(ebpf: &mut Ebpf, name: &str, tp: &str) -> Result<RawTracePointLink> {
+    let (p, id) = attach_raw(ebpf, name, tp)?;
+    Ok(p.take_link(id)?)
 }
