@@ -365,31 +365,18 @@ fn capture_is_paused_and_resumed_through_the_socket() {
     let ns = Netns::new(&unique("cnsp"));
     assert!(ip(&["-n", &ns.name, "link", "set", "lo", "up"]).0);
 
-    let (ok, out, err) = ctl_netlink(&agent, "off");
-    assert!(ok, "{err}");
-    assert_eq!(out.trim(), r#"{"netlink_capture":false}"#);
-    let (ok, paused) = ip(&[
-        "-n",
-        &ns.name,
-        "route",
-        "add",
-        "10.254.152.0/24",
-        "dev",
-        "lo",
-    ]);
+    let switch = |state: &str, reply: &str| {
+        let (ok, out, err) = ctl_netlink(&agent, state);
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), reply);
+    };
+    let route_add = |dst: &str| ip(&["-n", &ns.name, "route", "add", dst, "dev", "lo"]);
+
+    switch("off", r#"{"netlink_capture":false}"#);
+    let (ok, paused) = route_add("10.254.152.0/24");
     assert!(ok, "the change itself is not affected by the pause");
-    let (ok, out, err) = ctl_netlink(&agent, "on");
-    assert!(ok, "{err}");
-    assert_eq!(out.trim(), r#"{"netlink_capture":true}"#);
-    let (ok, resumed) = ip(&[
-        "-n",
-        &ns.name,
-        "route",
-        "add",
-        "10.254.153.0/24",
-        "dev",
-        "lo",
-    ]);
+    switch("on", r#"{"netlink_capture":true}"#);
+    let (ok, resumed) = route_add("10.254.153.0/24");
     assert!(ok);
     let v = change_by(&agent, resumed, "route add 10.254.153.0/24 dev lo");
     assert_eq!(v["netns"], ns.inode());
