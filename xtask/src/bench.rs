@@ -435,14 +435,13 @@ fn routes_paired(bin: &Path, pairs: usize, n: usize) -> Result<()> {
     let lost = stats["lost"].as_u64().unwrap_or(0);
     let slower = ratio.iter().filter(|&&r| r > 1.0).count();
     let (lo, hi) = median_ci95(&ratio);
+    let (off, on) = (median(off), median(on));
     println!(
-        "| `ip -batch` with {n} route adds in a netns, one agent, rtnetlink capture detached/attached between the batches of {pairs} pairs | capture off | {:.3} s | 1.000 |",
-        median(off.clone())
+        "| `ip -batch` with {n} route adds in a netns, one agent, rtnetlink capture detached/attached between the batches of {pairs} pairs | capture off | {off:.3} s | 1.000 |"
     );
     println!(
-        "| | capture on (pooled median) | {:.3} s | {:.3} (lost records: {lost}, changes missing from the output: {}) |",
-        median(on.clone()),
-        median(on) / median(off),
+        "| | capture on (pooled median) | {on:.3} s | {:.3} (lost records: {lost}, changes missing from the output: {}) |",
+        on / off,
         expected.saturating_sub(seen)
     );
     println!(
