@@ -62,7 +62,7 @@ pub struct AgentArgs {
     #[arg(long)]
     pub record: Option<std::path::PathBuf>,
     /// The unix socket for clients (`cniscope tui`) and cniscope-cni's pod lookups.
-    #[arg(long, default_value = "/run/cniscope/agent.sock")]
+    #[arg(long, default_value = crate::ui::DEFAULT_SOCKET)]
     pub socket: std::path::PathBuf,
     /// Do not open the socket.
     #[arg(long)]

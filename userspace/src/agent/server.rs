@@ -334,7 +334,7 @@ pub struct CtlArgs {
     #[command(subcommand)]
     pub what: CtlCmd,
     /// The agent's socket.
-    #[arg(long, default_value = "/run/cniscope/agent.sock", global = true)]
+    #[arg(long, default_value = crate::ui::DEFAULT_SOCKET, global = true)]
     pub socket: PathBuf,
 }
 
