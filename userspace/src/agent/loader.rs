@@ -89,27 +89,45 @@ fn explain(name: &str, e: ProgramError) -> anyhow::Error {
     }
 }
 
-/// Loads the object and every program (running the verifier on each).
-pub fn load(offs: &Offsets, ringbuf_bytes: u32) -> Result<Ebpf> {
+/// Loads the object and every program (running the verifier on each). The rtnetlink programs
+/// are loaded only when `netlink` says so, and apart: they read the sender's `task_struct` and
+/// registers through BTF pointers (`bpf_get_current_task_btf`, `bpf_task_pt_regs`), which older
+/// kernels' verifiers refuse. That refusal (the second value) turns rtnetlink capture off; the
+/// rest of the agent runs as before.
+pub fn load(
+    offs: &Offsets,
+    ringbuf_bytes: u32,
+    netlink: bool,
+) -> Result<(Ebpf, Option<anyhow::Error>)> {
     let mut ebpf = EbpfLoader::new()
         .override_global(names::OFFSETS, offs, true)
         .map_max_entries(names::EVENTS, ringbuf_bytes)
         .load(PROGRAMS)
         .context("loading cniscope's eBPF object (maps and BTF)")?;
-    for (name, _, _) in ALWAYS_ON
-        .iter()
-        .chain(STDIO[0])
-        .chain(STDIO[1])
-        .chain(NETLINK)
-    {
+    for (name, _, _) in ALWAYS_ON.iter().chain(STDIO[0]).chain(STDIO[1]) {
         let p: &mut TracePoint = program(&mut ebpf, name)?;
         p.load().map_err(|e| explain(name, e))?;
     }
-    for (name, _) in RAW.iter().chain([&NETLINK_RAW]) {
+    for (name, _) in RAW {
         let p: &mut RawTracePoint = program(&mut ebpf, name)?;
         p.load().map_err(|e| explain(name, e))?;
     }
-    Ok(ebpf)
+    let refused = if netlink {
+        load_netlink(&mut ebpf).err()
+    } else {
+        None
+    };
+    Ok((ebpf, refused))
+}
+
+fn load_netlink(ebpf: &mut Ebpf) -> Result<()> {
+    for (name, _, _) in NETLINK {
+        let p: &mut TracePoint = program(ebpf, name)?;
+        p.load().map_err(|e| explain(name, e))?;
+    }
+    let name = NETLINK_RAW.0;
+    let p: &mut RawTracePoint = program(ebpf, name)?;
+    p.load().map_err(|e| explain(name, e))
 }
 
 /// Attaches exec, fork and exit (cheap scheduler tracepoints, off the syscall path). The

@@ -125,7 +125,11 @@ pub fn run(args: AgentArgs) -> Result<()> {
             false
         }
     };
-    let mut ebpf = loader::load(&offs, args.ringbuf_bytes)?;
+    let (mut ebpf, nl_refused) = loader::load(&offs, args.ringbuf_bytes, netlink)?;
+    if let Some(e) = &nl_refused {
+        tracing::warn!("rtnetlink capture is off: {e:#}");
+    }
+    let netlink = netlink && nl_refused.is_none();
     let ring: RingBuf<MapData> = RingBuf::try_from(
         ebpf.take_map(names::EVENTS)
             .context("map EVENTS is missing from the object")?,
