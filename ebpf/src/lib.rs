@@ -308,9 +308,8 @@ pub struct Control {
     pub heartbeat_max_age_ns: u64,
     /// `NL_SCOPE_ALL` or `NL_SCOPE_PLUGINS`.
     pub nl_scope: u32,
-    /// 1 to read the sender's own netns for each netlink change (three kernel reads): only
-    /// `--events` lines and recordings show it.
-    pub nl_sender_netns: u32,
+    /// Unused; keeps the layout free of implicit padding.
+    pub _reserved: u32,
 }
 const _: () = assert!(core::mem::size_of::<Control>() == 32);
 
@@ -352,10 +351,10 @@ pub struct Offsets {
     pub sock_win_len: u32,
     /// `netlink:netlink_extack`: the `__data_loc char[] msg` field.
     pub tp_extack_msg: u32,
-    /// The user registers sit at `task->stack + thread_size - pt_regs_size`.
-    pub task_stack: u32,
-    pub thread_size: u32,
-    pub pt_regs_size: u32,
+    /// `task_struct.comm` (16 bytes).
+    pub task_comm: u32,
+    /// `struct pt_regs` of the sender (from `bpf_task_pt_regs`): syscall number and the
+    /// second and third arguments.
     pub regs_orig_ax: u32,
     pub regs_si: u32,
     pub regs_dx: u32,
@@ -381,7 +380,7 @@ pub struct Offsets {
     pub file_inode: u32,
     pub inode_ino: u32,
 }
-const _: () = assert!(core::mem::size_of::<Offsets>() == 184);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 176);
 
 impl Offsets {
     /// All zero (magic unset): what the object carries until the loader fills it in.

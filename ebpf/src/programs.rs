@@ -4,11 +4,11 @@ use aya_ebpf::{
     Global,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user as uread,
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_user as uread,
         generated::{
-            bpf_get_current_comm as raw_get_current_comm, bpf_probe_read_kernel as raw_read_kernel,
-            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_send_signal,
+            bpf_probe_read_kernel as raw_read_kernel, bpf_probe_read_kernel_str,
+            bpf_probe_read_user, bpf_send_signal, bpf_task_pt_regs,
         },
     },
     macros::{map, raw_tracepoint, tracepoint},
@@ -619,11 +619,6 @@ fn is_change(t: u16) -> bool {
 
 const IFLA_NET_NS_FD: u16 = 28;
 
-#[inline(always)]
-fn min3(a: u32, b: u32, c: u32) -> u32 {
-    a.min(b).min(c)
-}
-
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -831,8 +826,17 @@ fn try_nl_send(ctx: &RawTracePointContext) -> Result<(), i64> {
     let qlen = word(wv, sbase, off.sock_rcvq_qlen) as u32;
     let skb = word(wv, sbase, off.sock_rcvq_prev);
 
-    let id = bpf_get_current_pid_tgid();
-    let tgid = (id >> 32) as u32;
+    // The sender's task_struct as a BTF pointer: its fields are plain loads (the verifier
+    // knows the offsets, which come from the frozen read-only OFFSETS), not helper calls.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    // SAFETY: BTF-typed pointer; the verifier turns these into checked loads.
+    let (pid, tgid) = unsafe {
+        (
+            core::ptr::read_volatile(task.add(off.task_pid as usize) as *const u32),
+            core::ptr::read_volatile(task.add(off.task_tgid as usize) as *const u32),
+        )
+    };
+    let id = ((tgid as u64) << 32) | pid as u64;
     // Whether the sender is a plugin's is looked up here only when it decides; otherwise the
     // agent knows its plugin processes and a hash lookup per change is saved.
     let ctl = CONTROL.get(0).copied().unwrap_or_default();
@@ -841,18 +845,22 @@ fn try_nl_send(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
 
-    // The sender's registers: which syscall, and where its buffer is.
-    let task = unsafe { bpf_get_current_task() };
-    let stack: u64 = unsafe { kread(task, off.task_stack) };
-    if stack == 0 {
+    // The sender's registers: which syscall, and where its buffer is. `bpf_task_pt_regs` gives
+    // them as a BTF pointer too, so the three fields are plain loads.
+    // SAFETY: `task` is the BTF pointer from bpf_get_current_task_btf.
+    let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as *const u8;
+    let task = task as u64;
+    if regs.is_null() {
         return Ok(());
     }
-    let regs = stack + off.thread_size as u64 - off.pt_regs_size as u64;
-    // dx, si and orig_ax lie within 32 bytes on x86_64: one read instead of three.
-    let win = min3(off.regs_dx, off.regs_si, off.regs_orig_ax);
-    let w: [u64; 4] = unsafe { kread(regs, win) };
-    let pick = |o: u32| w[((o - win) / 8) as usize & 3];
-    let (nr, si, dx) = (pick(off.regs_orig_ax), pick(off.regs_si), pick(off.regs_dx));
+    // SAFETY: BTF-typed pointer; the verifier turns these into checked loads.
+    let (nr, si, dx) = unsafe {
+        (
+            core::ptr::read_volatile(regs.add(off.regs_orig_ax as usize) as *const u64),
+            core::ptr::read_volatile(regs.add(off.regs_si as usize) as *const u64),
+            core::ptr::read_volatile(regs.add(off.regs_dx as usize) as *const u64),
+        )
+    };
     let (buf, len, at, mut flags) = if nr == off.nr_sendto as u64 {
         (si, dx, ReqAt::User, NL_F_SENDTO)
     } else if nr == off.nr_sendmsg as u64 {
@@ -916,13 +924,31 @@ fn try_nl_send(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
 
     ev.sk = sk;
-    ev.netns = unsafe { kread::<u32>(net, off.net_ns_inum) };
+    // The sender's netns through BTF pointers (plain loads); the socket's is usually the same
+    // one, and then costs no helper call either.
     ev.task_netns = 0;
-    if ctl.nl_sender_netns != 0 {
-        let nsproxy: u64 = unsafe { kread(task, off.task_nsproxy) };
-        let tnet: u64 = unsafe { kread(nsproxy, off.nsproxy_net_ns) };
-        ev.task_netns = unsafe { kread::<u32>(tnet, off.net_ns_inum) };
+    let mut tnet = 0u64;
+    // SAFETY: BTF-typed pointers from the task: its nsproxy, then that one's net namespace.
+    unsafe {
+        let t = task as *const u8;
+        let nsproxy =
+            core::ptr::read_volatile(t.add(off.task_nsproxy as usize) as *const *const u8);
+        if !nsproxy.is_null() {
+            let n = core::ptr::read_volatile(
+                nsproxy.add(off.nsproxy_net_ns as usize) as *const *const u8
+            );
+            if !n.is_null() {
+                ev.task_netns =
+                    core::ptr::read_volatile(n.add(off.net_ns_inum as usize) as *const u32);
+                tnet = n as u64;
+            }
+        }
     }
+    ev.netns = if net == tnet && tnet != 0 {
+        ev.task_netns
+    } else {
+        unsafe { kread::<u32>(net, off.net_ns_inum) }
+    };
 
     // The reply: the last skb on the socket's receive queue, placed right after the request.
     ev.ack_len = 0;
@@ -988,9 +1014,16 @@ fn try_nl_send(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     // Straight into the record (the safe wrapper zeroes a copy first and copies it).
     // SAFETY: `comm` is 16 bytes.
-    if unsafe { raw_get_current_comm(ev.comm.as_mut_ptr() as *mut c_void, 16) } != 0 {
-        ev.comm = [0; 16];
-    }
+    // SAFETY: `comm` is 16 bytes in task_struct; loaded through the BTF pointer.
+    let (c0, c1) = unsafe {
+        let c = (task as *const u8).add(off.task_comm as usize) as *const u64;
+        (
+            core::ptr::read_volatile(c),
+            core::ptr::read_volatile(c.add(1)),
+        )
+    };
+    ev.comm[..8].copy_from_slice(&c0.to_ne_bytes());
+    ev.comm[8..].copy_from_slice(&c1.to_ne_bytes());
     ev.hdr = Header {
         kind: EV_NETLINK,
         flags,

@@ -44,8 +44,26 @@ pub fn add_route_oif_via(
     oif: u32,
     via: Via,
 ) -> (i32, u32) {
+    add_route(netns_path, dst, len, oif, via, false)
+}
+
+/// `add_route_oif`, but the way Go plugins do it: the socket is opened inside the netns, and the
+/// thread goes back to its own netns before sending on it.
+pub fn add_route_oif_from_outside(netns_path: &str, dst: [u8; 4], len: u8, oif: u32) -> (i32, u32) {
+    add_route(netns_path, dst, len, oif, Via::Sendto, true)
+}
+
+fn add_route(
+    netns_path: &str,
+    dst: [u8; 4],
+    len: u8,
+    oif: u32,
+    via: Via,
+    send_from_outside: bool,
+) -> (i32, u32) {
     let file = std::fs::File::open(netns_path).expect("open netns");
     std::thread::spawn(move || {
+        let own = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
         // SAFETY: raw socket and setns calls on this thread with valid arguments.
         unsafe {
             assert_eq!(
@@ -55,6 +73,13 @@ pub fn add_route_oif_via(
             );
             let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
             assert!(fd >= 0, "socket");
+            if send_from_outside {
+                assert_eq!(
+                    libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET),
+                    0,
+                    "setns back"
+                );
+            }
             let mut msg = Vec::new();
             msg.extend(0u32.to_ne_bytes()); // len
             msg.extend(24u16.to_ne_bytes()); // RTM_NEWROUTE

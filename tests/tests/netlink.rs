@@ -48,6 +48,7 @@ fn ip_commands_are_captured_with_netns_process_and_outcome() {
     let v = change_by(&agent, pid, "link add");
     assert_eq!(v["op"], format!("link add {a} type veth peer name {b}"));
     assert_eq!(v["netns"], host_netns());
+    assert_eq!(v["task_netns"], host_netns());
     assert_eq!(v["comm"], "ip");
     assert_eq!(v["outcome"]["status"], "ack");
 
@@ -75,6 +76,11 @@ fn ip_commands_are_captured_with_netns_process_and_outcome() {
     assert_eq!(v["op"], format!("addr add 10.253.7.2/24 dev {b}"));
     assert_eq!(v["netns"], ns.inode());
     assert_eq!(v["netns_name"], ns.name.as_str());
+    assert_eq!(
+        v["task_netns"],
+        ns.inode(),
+        "ip -n sends from inside the netns"
+    );
     assert_eq!(v["outcome"]["status"], "ack");
 
     ip(&["-n", &ns.name, "link", "set", &b, "up"]);
@@ -166,8 +172,31 @@ fn sendmsg_requests_are_read_wherever_the_msghdr_iovec_and_request_lie() {
             "{via:?}: {v}"
         );
         assert_eq!(v["netns"], ns.inode(), "{via:?}");
+        assert_eq!(v["task_netns"], ns.inode(), "{via:?}");
         assert_eq!(v["outcome"]["errno"], libc::ENODEV, "{via:?}");
     }
+}
+
+/// Go plugins open a netlink socket inside the pod's netns and send on it from the host's: the
+/// change applies where the socket is (`netns`), the sender is elsewhere (`task_netns`). The
+/// program reads the socket's netns on its own only when the two differ.
+#[test]
+fn a_socket_opened_in_another_netns_reports_both_namespaces() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let ns = Netns::new(&unique("cnso"));
+    let (err, tid) = rtnl::add_route_oif_from_outside(&ns.path(), [192, 0, 2, 0], 24, 986_999);
+    assert_eq!(err, -libc::ENODEV);
+    let v = agent.wait_for("the change", Duration::from_secs(10), |v| {
+        v["type"] == "netlink" && v["pid"] == tid
+    });
+    assert_eq!(v["netns"], ns.inode(), "{v}");
+    assert_eq!(v["netns_name"], ns.name.as_str(), "{v}");
+    assert_eq!(v["task_netns"], host_netns(), "{v}");
+    assert_eq!(
+        v["op"],
+        "route add 192.0.2.0/24 dev if986999 proto static table main"
+    );
 }
 
 #[test]

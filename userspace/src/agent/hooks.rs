@@ -91,7 +91,6 @@ pub struct Hooks {
     reapers: [Option<std::thread::JoinHandle<()>>; 2],
     hold_enabled: bool,
     nl_scope: u32,
-    nl_sender_netns: bool,
     linger: Duration,
     last_plugin: Instant,
     pub state: HookState,
@@ -112,7 +111,6 @@ impl Hooks {
         mut ebpf: Ebpf,
         hold_enabled: bool,
         nl_scope: u32,
-        nl_sender_netns: bool,
         linger: Duration,
         pin_dir: Option<std::path::PathBuf>,
     ) -> Result<Self> {
@@ -152,7 +150,6 @@ impl Hooks {
             reapers: [None, None],
             hold_enabled,
             nl_scope,
-            nl_sender_netns,
             linger,
             last_plugin: Instant::now(),
             state: HookState::default(),
@@ -222,7 +219,7 @@ impl Hooks {
             heartbeat_ns: clock::boot_ns(),
             heartbeat_max_age_ns: HEARTBEAT_MAX_AGE.as_nanos() as u64,
             nl_scope: self.nl_scope,
-            nl_sender_netns: self.nl_sender_netns as u32,
+            _reserved: 0,
         };
         self.control
             .set(0, c, 0)

@@ -142,8 +142,6 @@ pub fn run(args: AgentArgs) -> Result<()> {
         ebpf,
         !args.no_hold,
         nl_scope,
-        // Only --events lines show the sender's netns; recordings keep it for replays that do.
-        args.events || args.record.is_some(),
         Duration::from_millis(args.linger_ms),
         (!args.pin_dir.is_empty()).then(|| std::path::PathBuf::from(&args.pin_dir)),
     )?;

@@ -229,15 +229,6 @@ impl Btf {
             .map(|i| i as u32)
     }
 
-    /// Size in bytes of `struct name`.
-    pub fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
-        let id = *self
-            .structs_by_name
-            .get(name)
-            .ok_or_else(|| BtfError::NoStruct(name.to_string()))?;
-        Ok(self.types[id as usize].ref_type)
-    }
-
     /// Byte offset of `path` (members separated by `.`) inside `struct strukt`.
     pub fn offset_of(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
         let mut id = *self
@@ -325,7 +316,6 @@ mod tests {
         assert_eq!(btf.offset_of("outer", "in").unwrap(), 8);
         assert_eq!(btf.offset_of("outer", "in.b").unwrap(), 12);
         assert_eq!(btf.offset_of("inner", "b").unwrap(), 4);
-        assert_eq!(btf.struct_size("outer").unwrap(), 16);
     }
 
     #[test]

@@ -74,27 +74,18 @@ pub fn resolve_netlink(btf: &Btf, tracefs: &Path, o: &mut Offsets) -> Result<()>
             .with_context(|| format!("offset of {s}.{p} from BTF"))
     };
     o.tp_extack_msg = tracefs::field_offset(tracefs, "netlink", "netlink_extack", "msg")?;
-    o.task_stack = off("task_struct", "stack")?;
-    // x86_64: THREAD_SIZE is 16 KiB, doubled under KASAN (whose functions are then in BTF).
+    o.task_comm = off("task_struct", "comm")?;
+    // The syscall number and argument registers by their x86_64 names.
     anyhow::ensure!(
         cfg!(target_arch = "x86_64"),
         "reading the sender's registers is implemented for x86_64 only"
     );
-    let kasan = btf.func_id("kasan_check_range").is_some();
-    o.thread_size = if kasan { 32 << 10 } else { 16 << 10 };
-    o.pt_regs_size = btf.struct_size("pt_regs")?;
     o.regs_orig_ax = off("pt_regs", "orig_ax")?;
     o.regs_si = off("pt_regs", "si")?;
     o.regs_dx = off("pt_regs", "dx")?;
     o.msghdr_iov = off("user_msghdr", "msg_iov")?;
     o.iovec_base = off("iovec", "iov_base")?;
     o.iovec_len = off("iovec", "iov_len")?;
-    let regs = [o.regs_dx, o.regs_si, o.regs_orig_ax];
-    let (lo, hi) = (regs.iter().min(), regs.iter().max());
-    anyhow::ensure!(
-        matches!((lo, hi), (Some(l), Some(h)) if h - l <= 24 && regs.iter().all(|r| (r - l) % 8 == 0)),
-        "pt_regs dx/si/orig_ax are not within one 32-byte window on this kernel"
-    );
     anyhow::ensure!(
         o.iovec_len == o.iovec_base + 8,
         "struct iovec members are not adjacent on this kernel"
