@@ -64,6 +64,21 @@ fn count(idx: u32, n: u64) {
     }
 }
 
+/// Loads the `T` at `base + off`, where `base` is a BTF-typed pointer (from
+/// `bpf_get_current_task_btf`, `bpf_task_pt_regs`, or a pointer member loaded through one) and
+/// `off` a member's offset from the frozen read-only `OFFSETS`: the verifier knows both, checks
+/// the load against the kernel's BTF and turns it into a plain load that reads zero if the
+/// memory faults. No helper call.
+///
+/// # Safety
+/// `base` must be such a pointer and `off` the offset of a `T`-sized member of its type; the
+/// verifier refuses the program otherwise.
+#[inline(always)]
+unsafe fn btf_load<T: Copy>(base: *const u8, off: u32) -> T {
+    // SAFETY: see above; the verifier checks the access.
+    unsafe { core::ptr::read_volatile(base.add(off as usize) as *const T) }
+}
+
 /// Reads a `T` at `base + off` from kernel memory; zero when unreadable.
 #[inline(always)]
 unsafe fn kread<T: Copy + Default>(base: u64, off: u32) -> T {
@@ -826,16 +841,11 @@ fn try_nl_send(ctx: &RawTracePointContext) -> Result<(), i64> {
     let qlen = word(wv, sbase, off.sock_rcvq_qlen) as u32;
     let skb = word(wv, sbase, off.sock_rcvq_prev);
 
-    // The sender's task_struct as a BTF pointer: its fields are plain loads (the verifier
-    // knows the offsets, which come from the frozen read-only OFFSETS), not helper calls.
+    // The sender's task_struct as a BTF pointer: its fields are plain loads (`btf_load`).
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    // SAFETY: BTF-typed pointer; the verifier turns these into checked loads.
-    let (pid, tgid) = unsafe {
-        (
-            core::ptr::read_volatile(task.add(off.task_pid as usize) as *const u32),
-            core::ptr::read_volatile(task.add(off.task_tgid as usize) as *const u32),
-        )
-    };
+    // SAFETY: task_struct's pid and tgid (pid_t).
+    let (pid, tgid): (u32, u32) =
+        unsafe { (btf_load(task, off.task_pid), btf_load(task, off.task_tgid)) };
     let id = ((tgid as u64) << 32) | pid as u64;
     // Whether the sender is a plugin's is looked up here only when it decides; otherwise the
     // agent knows its plugin processes and a hash lookup per change is saved.
@@ -849,16 +859,15 @@ fn try_nl_send(ctx: &RawTracePointContext) -> Result<(), i64> {
     // them as a BTF pointer too, so the three fields are plain loads.
     // SAFETY: `task` is the BTF pointer from bpf_get_current_task_btf.
     let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as *const u8;
-    let task = task as u64;
     if regs.is_null() {
         return Ok(());
     }
-    // SAFETY: BTF-typed pointer; the verifier turns these into checked loads.
-    let (nr, si, dx) = unsafe {
+    // SAFETY: pt_regs' orig_ax, si and dx (unsigned long).
+    let (nr, si, dx): (u64, u64, u64) = unsafe {
         (
-            core::ptr::read_volatile(regs.add(off.regs_orig_ax as usize) as *const u64),
-            core::ptr::read_volatile(regs.add(off.regs_si as usize) as *const u64),
-            core::ptr::read_volatile(regs.add(off.regs_dx as usize) as *const u64),
+            btf_load(regs, off.regs_orig_ax),
+            btf_load(regs, off.regs_si),
+            btf_load(regs, off.regs_dx),
         )
     };
     let (buf, len, at, mut flags) = if nr == off.nr_sendto as u64 {
@@ -920,7 +929,7 @@ fn try_nl_send(ctx: &RawTracePointContext) -> Result<(), i64> {
     ev.target_netns = 0;
     ev.peer_netns = 0;
     if ty == 16 || ty == 19 {
-        (ev.target_netns, ev.peer_netns) = link_move_targets(off, task, buf, len);
+        (ev.target_netns, ev.peer_netns) = link_move_targets(off, task as u64, buf, len);
     }
 
     ev.sk = sk;
@@ -928,18 +937,14 @@ fn try_nl_send(ctx: &RawTracePointContext) -> Result<(), i64> {
     // one, and then costs no helper call either.
     ev.task_netns = 0;
     let mut tnet = 0u64;
-    // SAFETY: BTF-typed pointers from the task: its nsproxy, then that one's net namespace.
+    // SAFETY: task->nsproxy, nsproxy->net_ns (pointers to structs, so BTF pointers in turn),
+    // net->ns.inum.
     unsafe {
-        let t = task as *const u8;
-        let nsproxy =
-            core::ptr::read_volatile(t.add(off.task_nsproxy as usize) as *const *const u8);
+        let nsproxy: *const u8 = btf_load(task, off.task_nsproxy);
         if !nsproxy.is_null() {
-            let n = core::ptr::read_volatile(
-                nsproxy.add(off.nsproxy_net_ns as usize) as *const *const u8
-            );
+            let n: *const u8 = btf_load(nsproxy, off.nsproxy_net_ns);
             if !n.is_null() {
-                ev.task_netns =
-                    core::ptr::read_volatile(n.add(off.net_ns_inum as usize) as *const u32);
+                ev.task_netns = btf_load(n, off.net_ns_inum);
                 tnet = n as u64;
             }
         }
@@ -1012,14 +1017,11 @@ fn try_nl_send(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
         let _ = EXTACK.remove(&id);
     }
-    // Straight into the record (the safe wrapper zeroes a copy first and copies it).
-    // SAFETY: `comm` is 16 bytes.
-    // SAFETY: `comm` is 16 bytes in task_struct; loaded through the BTF pointer.
-    let (c0, c1) = unsafe {
-        let c = (task as *const u8).add(off.task_comm as usize) as *const u64;
+    // SAFETY: task_struct's comm, char[16], as two 8-byte loads.
+    let (c0, c1): (u64, u64) = unsafe {
         (
-            core::ptr::read_volatile(c),
-            core::ptr::read_volatile(c.add(1)),
+            btf_load(task, off.task_comm),
+            btf_load(task, off.task_comm + 8),
         )
     };
     ev.comm[..8].copy_from_slice(&c0.to_ne_bytes());
