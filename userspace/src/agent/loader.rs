@@ -120,14 +120,51 @@ pub fn load(
     Ok((ebpf, refused))
 }
 
+/// Loads the rtnetlink programs. A refusal comes back as one line, the verifier's reason; the
+/// whole log goes to the debug log (`CNISCOPE_LOG=debug`), not into the warning.
 fn load_netlink(ebpf: &mut Ebpf) -> Result<()> {
+    let refused = |name: &str, e: ProgramError| match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            tracing::debug!("verifier log of {name}:\n{log}");
+            anyhow::anyhow!(
+                "the kernel's verifier rejected program {name} ({io_error}): {} \
+                 (CNISCOPE_LOG=debug shows its whole log)",
+                verifier_reason(&log)
+            )
+        }
+        other => anyhow::Error::new(other).context(format!("loading program {name}")),
+    };
     for (name, _, _) in NETLINK {
         let p: &mut TracePoint = program(ebpf, name)?;
-        p.load().map_err(|e| explain(name, e))?;
+        p.load().map_err(|e| refused(name, e))?;
     }
     let name = NETLINK_RAW.0;
     let p: &mut RawTracePoint = program(ebpf, name)?;
-    p.load().map_err(|e| explain(name, e))
+    p.load().map_err(|e| refused(name, e))
+}
+
+/// The verifier's reason for refusing a program: the last line of its log before the statistics
+/// it appends (verification time, stack depth, instructions processed).
+fn verifier_reason(log: &str) -> &str {
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            !l.is_empty()
+                && ![
+                    "verification time",
+                    "stack depth",
+                    "processed ",
+                    "max_states",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .unwrap_or("(no verifier log)")
 }
 
 /// Attaches exec, fork and exit (cheap scheduler tracepoints, off the syscall path). The
@@ -195,4 +232,28 @@ pub fn take_tracepoint(ebpf: &mut Ebpf, name: &str, cat: &str, tp: &str) -> Resu
 pub fn take_raw(ebpf: &mut Ebpf, name: &str, tp: &str) -> Result<RawTracePointLink> {
     let (p, id) = attach_raw(ebpf, name, tp)?;
     Ok(p.take_link(id)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verifier_reason;
+
+    #[test]
+    fn the_verifier_reason_is_its_last_line_before_the_statistics() {
+        let log = "0: R1=ctx() R10=fp0\n\
+                   5: (79) r6 = *(u64 *)(r1 +0)          ; R1=ctx() R6=scalar()\n\
+                   access beyond the end of member comm (mend:1768) in struct task_struct with off 1764 size 8\n\
+                   verification time 10513 usec\n\
+                   stack depth 152\n\
+                   processed 1600 insns (limit 1000000) max_states_per_insn 3 total_states 62\n\n";
+        assert_eq!(
+            verifier_reason(log),
+            "access beyond the end of member comm (mend:1768) in struct task_struct with off 1764 size 8"
+        );
+        assert_eq!(verifier_reason(""), "(no verifier log)");
+        assert_eq!(
+            verifier_reason("R1 invalid mem access 'scalar'\n"),
+            "R1 invalid mem access 'scalar'"
+        );
+    }
 }
