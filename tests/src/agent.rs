@@ -21,6 +21,11 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent with `--events` plus `extra` args and waits for its `ready` line.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(&[], extra)
+    }
+
+    /// `start`, with `env` added to the agent's environment.
+    pub fn start_with_env(env: &[(&str, &str)], extra: &[&str]) -> Self {
         let bin = crate::bin_dir().join("cniscope");
         let socket =
             std::env::temp_dir().join(format!("{}.sock", crate::unique("cniscope-agent-")));
@@ -29,6 +34,7 @@ impl Agent {
             .arg("--socket")
             .arg(&socket)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

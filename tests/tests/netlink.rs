@@ -460,3 +460,103 @@ fn capture_cannot_be_resumed_in_an_agent_started_without_it() {
         .expect("stats");
     assert_eq!(stats["hooks"]["netlink_capture"], false);
 }
+
+/// `btf` with member `member` of every struct named `strukt` moved `by` bytes further (a BTF
+/// that lies about one offset, for the test below). Walks the type section as the BTF format
+/// lays it out: a 12-byte header per type, then kind-specific data.
+fn shift_member(btf: &[u8], strukt: &str, member: &str, by: u32) -> Vec<u8> {
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    assert_eq!(&btf[..2], &0xeb9fu16.to_le_bytes(), "not little-endian BTF");
+    let hdr = u32_at(btf, 4) as usize;
+    let (types, types_len) = (hdr + u32_at(btf, 8) as usize, u32_at(btf, 12) as usize);
+    let strings = hdr + u32_at(btf, 16) as usize;
+    let name = |off: u32| {
+        let s = &btf[strings + off as usize..];
+        &s[..s.iter().position(|&c| c == 0).unwrap()]
+    };
+    let mut out = btf.to_vec();
+    let (mut at, mut patched) = (types, 0);
+    while at < types + types_len {
+        let info = u32_at(btf, at + 4);
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let extra = match kind {
+            1 | 14 | 17 => 4,     // int, var, decl_tag
+            3 => 12,              // array
+            4 | 5 => 12 * vlen,   // struct, union: name, type, offset per member
+            6 | 13 => 8 * vlen,   // enum, func_proto
+            15 | 19 => 12 * vlen, // datasec, enum64
+            _ => 0,
+        };
+        if kind == 4 && name(u32_at(btf, at)) == strukt.as_bytes() {
+            for m in 0..vlen {
+                let m_at = at + 12 + 12 * m;
+                if name(u32_at(btf, m_at)) == member.as_bytes() {
+                    let off = u32_at(btf, m_at + 8) + by * 8;
+                    out[m_at + 8..m_at + 12].copy_from_slice(&off.to_le_bytes());
+                    patched += 1;
+                }
+            }
+        }
+        at += 12 + extra;
+    }
+    assert!(patched > 0, "no {strukt}.{member} in the BTF");
+    out
+}
+
+/// On a kernel whose verifier refuses the rtnetlink program (kernels before 5.15 refuse its loads
+/// through BTF pointers), the agent runs with rtnetlink capture off, says why, and captures plugin
+/// runs as before. Made to happen here with a BTF that puts `task_struct.comm` 12 bytes late: the
+/// loader takes that offset, and the verifier, which checks the program's 8-byte `comm` loads
+/// against the kernel's real BTF, refuses loads that now run past the end of the member.
+#[test]
+fn a_refused_rtnetlink_program_turns_capture_off_and_nothing_else() {
+    require_root();
+    let real = std::fs::read("/sys/kernel/btf/vmlinux").expect("the kernel's BTF");
+    let path = std::env::temp_dir().join(unique("cniscope-btf-"));
+    std::fs::write(&path, shift_member(&real, "task_struct", "comm", 12)).unwrap();
+    let agent = Agent::start_with_env(&[("CNISCOPE_BTF", path.to_str().unwrap())], &[]);
+    let _ = std::fs::remove_file(&path);
+    let ready = agent.wait_for("ready", Duration::from_secs(5), |v| v["event"] == "ready");
+    assert_eq!(ready["netlink"], false, "{ready}");
+    let err = agent.stderr.lock().unwrap().clone();
+    let warning = err
+        .lines()
+        .find(|l| l.contains("rtnetlink capture is off"))
+        .unwrap_or_else(|| panic!("no warning in:\n{err}"));
+    // One line, with the verifier's reason, not its whole log.
+    assert!(
+        warning.contains("verifier rejected program cniscope_nl_send")
+            && warning.contains("access beyond the end of member comm"),
+        "{warning}"
+    );
+    assert!(
+        !err.contains("R10=fp0"),
+        "the verifier's log is in the warning:\n{err}"
+    );
+    // Plugin runs: captured byte for byte.
+    let ns = Netns::new(&unique("cnrf"));
+    let p = invoke(
+        "bridge",
+        &Invocation {
+            command: "VERSION",
+            containerid: "",
+            netns: &ns.path(),
+            ifname: "",
+            args: None,
+        },
+        br#"{"cniVersion":"1.0.0"}"#,
+    );
+    assert!(!p.stdout.is_empty());
+    let r = agent.run_of(p.pid);
+    assert_eq!(cniscope_tests::agent::bytes(&r["stdout"]), p.stdout, "{r}");
+    // rtnetlink changes: none reported, none refused at run time either.
+    let (ok, pid) = ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+    assert!(ok);
+    let lines = agent.stop();
+    assert!(
+        !lines
+            .iter()
+            .any(|v| v["type"] == "netlink" && v["tgid"] == pid),
+        "a change was reported with capture off"
+    );
+}
