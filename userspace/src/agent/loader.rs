@@ -77,14 +77,35 @@ pub fn preflight() -> Result<(PathBuf, Offsets, Result<()>)> {
     Ok((tfs, offs, nl))
 }
 
-fn explain(name: &str, e: ProgramError) -> anyhow::Error {
+/// How much of the verifier's log the error for a refused program carries.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// All of it: the agent cannot run without the program.
+    WholeLog,
+    /// One line, the reason; the whole log goes to the debug log (`CNISCOPE_LOG=debug`). For
+    /// programs the agent runs without, whose refusal becomes a warning.
+    Reason,
+}
+
+fn explain(name: &str, e: ProgramError, refusal: Refusal) -> anyhow::Error {
     match e {
         ProgramError::LoadError {
             io_error,
             verifier_log,
-        } => anyhow::anyhow!(
-            "the kernel's verifier rejected program {name} ({io_error}). Verifier log:\n{verifier_log}"
-        ),
+        } => match refusal {
+            Refusal::WholeLog => anyhow::anyhow!(
+                "the kernel's verifier rejected program {name} ({io_error}). Verifier log:\n{verifier_log}"
+            ),
+            Refusal::Reason => {
+                let log = verifier_log.to_string();
+                tracing::debug!("verifier log of {name}:\n{log}");
+                anyhow::anyhow!(
+                    "the kernel's verifier rejected program {name} ({io_error}): {} \
+                     (CNISCOPE_LOG=debug shows its whole log)",
+                    verifier_reason(&log)
+                )
+            }
+        },
         other => anyhow::Error::new(other).context(format!("loading program {name}")),
     }
 }
@@ -106,11 +127,11 @@ pub fn load(
         .context("loading cniscope's eBPF object (maps and BTF)")?;
     for (name, _, _) in ALWAYS_ON.iter().chain(STDIO[0]).chain(STDIO[1]) {
         let p: &mut TracePoint = program(&mut ebpf, name)?;
-        p.load().map_err(|e| explain(name, e))?;
+        p.load().map_err(|e| explain(name, e, Refusal::WholeLog))?;
     }
     for (name, _) in RAW {
         let p: &mut RawTracePoint = program(&mut ebpf, name)?;
-        p.load().map_err(|e| explain(name, e))?;
+        p.load().map_err(|e| explain(name, e, Refusal::WholeLog))?;
     }
     let refused = if netlink {
         load_netlink(&mut ebpf).err()
@@ -120,31 +141,15 @@ pub fn load(
     Ok((ebpf, refused))
 }
 
-/// Loads the rtnetlink programs. A refusal comes back as one line, the verifier's reason; the
-/// whole log goes to the debug log (`CNISCOPE_LOG=debug`), not into the warning.
+/// Loads the rtnetlink programs. A refusal comes back as one line, the verifier's reason.
 fn load_netlink(ebpf: &mut Ebpf) -> Result<()> {
-    let refused = |name: &str, e: ProgramError| match e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
-            let log = verifier_log.to_string();
-            tracing::debug!("verifier log of {name}:\n{log}");
-            anyhow::anyhow!(
-                "the kernel's verifier rejected program {name} ({io_error}): {} \
-                 (CNISCOPE_LOG=debug shows its whole log)",
-                verifier_reason(&log)
-            )
-        }
-        other => anyhow::Error::new(other).context(format!("loading program {name}")),
-    };
     for (name, _, _) in NETLINK {
         let p: &mut TracePoint = program(ebpf, name)?;
-        p.load().map_err(|e| refused(name, e))?;
+        p.load().map_err(|e| explain(name, e, Refusal::Reason))?;
     }
     let name = NETLINK_RAW.0;
     let p: &mut RawTracePoint = program(ebpf, name)?;
-    p.load().map_err(|e| refused(name, e))
+    p.load().map_err(|e| explain(name, e, Refusal::Reason))
 }
 
 /// The verifier's reason for refusing a program: the last line of its log before the statistics
