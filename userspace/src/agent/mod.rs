@@ -117,19 +117,19 @@ struct ReaderStats {
 
 pub fn run(args: AgentArgs) -> Result<()> {
     let (tfs, offs, nl_ok) = loader::preflight()?;
-    let netlink = match (args.netlink, nl_ok) {
-        (NetlinkScope::Off, _) => false,
-        (_, Ok(())) => true,
-        (_, Err(e)) => {
-            tracing::warn!("rtnetlink capture is off on this kernel: {e:#}");
-            false
-        }
+    let wanted = !matches!(args.netlink, NetlinkScope::Off);
+    let (mut ebpf, nl_refused) = loader::load(&offs, args.ringbuf_bytes, wanted && nl_ok.is_ok())?;
+    // Why rtnetlink capture cannot run here, if it cannot: offsets this kernel's BTF does not
+    // give, or programs its verifier refused. One warning either way.
+    let nl_off = if wanted {
+        nl_ok.err().or(nl_refused)
+    } else {
+        None
     };
-    let (mut ebpf, nl_refused) = loader::load(&offs, args.ringbuf_bytes, netlink)?;
-    if let Some(e) = &nl_refused {
-        tracing::warn!("rtnetlink capture is off: {e:#}");
+    if let Some(e) = &nl_off {
+        tracing::warn!("rtnetlink capture is off on this kernel: {e:#}");
     }
-    let netlink = netlink && nl_refused.is_none();
+    let netlink = wanted && nl_off.is_none();
     let ring: RingBuf<MapData> = RingBuf::try_from(
         ebpf.take_map(names::EVENTS)
             .context("map EVENTS is missing from the object")?,
