@@ -54,3 +54,19 @@ pub fn invoke(plugin: &str, inv: &Invocation, stdin: &[u8]) -> PluginRun {
         pid,
     }
 }
+
+/// `plugin` asked for its versions (`CNI_COMMAND=VERSION`, config `{"cniVersion":"1.0.0"}`): a
+/// real plugin run that changes nothing, with `netns` as its `CNI_NETNS`.
+pub fn version(plugin: &str, netns: &str) -> PluginRun {
+    invoke(
+        plugin,
+        &Invocation {
+            command: "VERSION",
+            containerid: "",
+            netns,
+            ifname: "",
+            args: None,
+        },
+        br#"{"cniVersion":"1.0.0"}"#,
+    )
+}

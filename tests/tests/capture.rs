@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cniscope_tests::agent::{Agent, bytes};
-use cniscope_tests::cni::{Invocation, invoke};
+use cniscope_tests::cni::{Invocation, invoke, version};
 use cniscope_tests::netns::{LinkGuard, Netns};
 use cniscope_tests::{require_root, unique};
 use serde_json::{Value, json};
@@ -205,17 +205,7 @@ fn a_process_that_is_not_a_cni_plugin_is_not_captured() {
     assert_eq!(out.stdout, b"secret payload");
     // A plugin afterwards proves the agent was watching.
     let ns = Netns::new(&unique("cnsn"));
-    let p = invoke(
-        "bridge",
-        &Invocation {
-            command: "VERSION",
-            containerid: "",
-            netns: &ns.path(),
-            ifname: "",
-            args: None,
-        },
-        br#"{"cniVersion":"1.0.0"}"#,
-    );
+    let p = version("bridge", &ns.path());
     agent.run_of(p.pid);
     let lines = agent.stop();
     let about_cat: Vec<_> = lines

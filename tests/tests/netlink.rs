@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cniscope_tests::agent::Agent;
-use cniscope_tests::cni::{Invocation, invoke};
+use cniscope_tests::cni::{Invocation, invoke, version};
 use cniscope_tests::netns::{LinkGuard, Netns};
 use cniscope_tests::{require_root, rtnl, unique};
 use serde_json::{Value, json};
@@ -21,6 +21,15 @@ fn ip(args: &[&str]) -> (bool, u32) {
 fn host_netns() -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+}
+
+/// The change sent by thread `tid` (the raw requests of `rtnl` come from a thread of their own).
+fn change_from_thread(agent: &Agent, tid: u32) -> Value {
+    agent.wait_for(
+        &format!("the change by thread {tid}"),
+        Duration::from_secs(10),
+        |v| v["type"] == "netlink" && v["pid"] == tid,
+    )
 }
 
 fn change_by(agent: &Agent, pid: u32, op_prefix: &str) -> Value {
@@ -129,9 +138,7 @@ fn a_route_via_a_missing_device_reports_the_kernels_errno() {
     // `ip` refuses unknown device names itself; a raw request reaches the kernel.
     let (err, tid) = rtnl::add_route_oif(&ns.path(), [192, 0, 2, 0], 24, 987_654);
     assert_eq!(err, -libc::ENODEV);
-    let v = agent.wait_for("raw route add", Duration::from_secs(10), |v| {
-        v["type"] == "netlink" && v["pid"] == tid
-    });
+    let v = change_from_thread(&agent, tid);
     assert_eq!(
         v["op"],
         "route add 192.0.2.0/24 dev if987654 proto static table main"
@@ -163,9 +170,7 @@ fn sendmsg_requests_are_read_wherever_the_msghdr_iovec_and_request_lie() {
         let oif = 987_000 + i as u32;
         let (err, tid) = rtnl::add_route_oif_via(&ns.path(), [192, 0, 2, 0], 24, oif, via);
         assert_eq!(err, -libc::ENODEV, "{via:?}");
-        let v = agent.wait_for(&format!("{via:?}"), Duration::from_secs(10), |v| {
-            v["type"] == "netlink" && v["pid"] == tid
-        });
+        let v = change_from_thread(&agent, tid);
         assert_eq!(
             v["op"],
             format!("route add 192.0.2.0/24 dev if{oif} proto static table main"),
@@ -187,9 +192,7 @@ fn a_socket_opened_in_another_netns_reports_both_namespaces() {
     let ns = Netns::new(&unique("cnso"));
     let (err, tid) = rtnl::add_route_oif_from_outside(&ns.path(), [192, 0, 2, 0], 24, 986_999);
     assert_eq!(err, -libc::ENODEV);
-    let v = agent.wait_for("the change", Duration::from_secs(10), |v| {
-        v["type"] == "netlink" && v["pid"] == tid
-    });
+    let v = change_from_thread(&agent, tid);
     assert_eq!(v["netns"], ns.inode(), "{v}");
     assert_eq!(v["netns_name"], ns.name.as_str(), "{v}");
     assert_eq!(v["task_netns"], host_netns(), "{v}");
@@ -535,17 +538,7 @@ fn a_refused_rtnetlink_program_turns_capture_off_and_nothing_else() {
     );
     // Plugin runs: captured byte for byte.
     let ns = Netns::new(&unique("cnrf"));
-    let p = invoke(
-        "bridge",
-        &Invocation {
-            command: "VERSION",
-            containerid: "",
-            netns: &ns.path(),
-            ifname: "",
-            args: None,
-        },
-        br#"{"cniVersion":"1.0.0"}"#,
-    );
+    let p = version("bridge", &ns.path());
     assert!(!p.stdout.is_empty());
     let r = agent.run_of(p.pid);
     assert_eq!(cniscope_tests::agent::bytes(&r["stdout"]), p.stdout, "{r}");
